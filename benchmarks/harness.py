@@ -1,0 +1,515 @@
+"""Start a server under test from a command line, drive it with the loadgen, record results.
+
+A server under test is only "a command line that listens on a port": the
+command may contain ``{port}``, ``{host}`` and ``{python}`` placeholders
+(if it has no ``{port}``, ``--port N`` is appended). It is run from the repo
+root, in its own session (so its children can be stopped too), optionally
+pinned to CPU 0 so the load generator gets the other core(s).
+
+    python benchmarks/harness.py --name raw \\
+        --server raw="{python} benchmarks/raw_server.py --port {port}" \\
+        --method add --concurrency 1,16,64 --duration 3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from loadgen import (
+    METHODS,
+    LoadConfig,
+    LoadResult,
+    build_arg_parser,
+    check_loopback,
+    format_result,
+    matrix_configs,
+    parse_cpus,
+    run_load,
+)
+from stubs import BENCH_DIR, load_stubs
+
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+LOG_DIR = RESULTS_DIR / "logs"
+HOST = "127.0.0.1"
+DEFAULT_SERVER_CPUS: tuple[int, ...] = (0,)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ServerCommand = str | Sequence[str]
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or did not answer the probe, before the deadline."""
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port(host: str = HOST) -> int:
+    """Ask the kernel for an unused TCP port (tiny race, fine on loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def format_command(cmd: ServerCommand, port: int, host: str = HOST) -> list[str]:
+    """Expand placeholders; append ``--port`` when the command does not mention it."""
+    argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    subs = {"{port}": str(port), "{host}": host, "{python}": sys.executable}
+    has_port = any("{port}" in a for a in argv)
+    out = []
+    for arg in argv:
+        for key, value in subs.items():
+            arg = arg.replace(key, value)
+        out.append(arg)
+    if not has_port:
+        out += ["--port", str(port)]
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (from /proc), so forked workers count too."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one live process (all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class ServerProcess:
+    """A running server under test; use as a context manager to guarantee stop()."""
+
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    cpus: list[int] | None
+    _log_file: Any = field(repr=False, default=None)
+
+    @property
+    def address(self) -> str:
+        """host:port for clients."""
+        return f"{self.host}:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and its live descendants."""
+        return sum(_cpu_seconds(p) for p in [self.proc.pid, *_children(self.proc.pid)])
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Last lines of the server's combined stdout/stderr."""
+        try:
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL the whole process group."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        # Leftover children (e.g. worker processes) share the session/group id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return self.proc.returncode
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _probe_once(host: str, port: int, probe: Literal["add", "connect"]) -> None:
+    """One readiness check with grpclib (keeps the gRPC C core out of this process)."""
+    if probe == "connect":
+        _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        await writer.wait_closed()
+        return
+    from grpclib.client import Channel
+
+    stubs = load_stubs()
+    channel = Channel(host, port)
+    try:
+        stub = stubs.grpclib.InferenceServiceStub(channel)
+        reply = await asyncio.wait_for(
+            stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2)), 2.0
+        )
+        if reply.result != 3:
+            raise ServerStartError(f"probe PredictAdd(1, 2) returned {reply.result}")
+    finally:
+        channel.close()
+
+
+def wait_ready(
+    server: ServerProcess,
+    timeout: float = 60.0,
+    probe: Literal["add", "connect"] = "add",
+) -> float:
+    """Poll until the server answers a real PredictAdd call; return seconds waited."""
+    t0 = time.monotonic()
+    last: BaseException | None = None
+    while time.monotonic() - t0 < timeout:
+        if server.proc.poll() is not None:
+            raise ServerStartError(
+                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            asyncio.run(_probe_once(server.host, server.port, probe))
+            return time.monotonic() - t0
+        except (
+            OSError,
+            TimeoutError,
+            GRPCError,
+            StreamTerminatedError,
+            ProtocolError,
+        ) as exc:
+            last = exc  # refused, reset, not serving yet: poll again
+        time.sleep(0.1)
+    raise ServerStartError(
+        f"{server.name} not ready after {timeout}s (last error: {last!r}):\n{server.log_tail()}"
+    )
+
+
+def start_server(
+    cmd: ServerCommand,
+    *,
+    name: str = "server",
+    port: int | None = None,
+    host: str = HOST,
+    pin: bool = True,
+    server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
+    ready_timeout: float = 60.0,
+    probe: Literal["add", "connect"] = "add",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log_dir: Path = LOG_DIR,
+) -> ServerProcess:
+    """Launch ``cmd`` on a free loopback port and return once it serves gRPC.
+
+    With ``pin`` the server runs under ``taskset -c <server_cpus>`` (or
+    sched_setaffinity in the child if taskset is missing).
+    """
+    check_loopback(f"{host}:0")
+    port = port or free_port(host)
+    argv = format_command(cmd, port, host)
+    cpus = sorted(set(server_cpus)) if pin else None
+    preexec = None
+    if cpus is not None:
+        if shutil.which("taskset"):
+            argv = ["taskset", "-c", ",".join(map(str, cpus)), *argv]
+        else:
+            pinned = set(cpus)
+
+            def preexec() -> None:
+                os.sched_setaffinity(0, pinned)
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{port}.log"
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd or REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec,  # noqa: PLW1509 - only set when taskset is missing
+    )
+    server = ServerProcess(name, argv, host, port, proc, log_path, cpus, log_file)
+    try:
+        wait_ready(server, ready_timeout, probe)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def running_server(cmd: ServerCommand, **kwargs: Any) -> Iterator[ServerProcess]:
+    """``with running_server(cmd) as srv:`` -- always stopped on exit."""
+    server = start_server(cmd, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def client_cpus(server_cpus: Sequence[int] | None) -> list[int] | None:
+    """CPUs left for the load generator once the server has its own."""
+    if not server_cpus:
+        return None
+    rest = sorted(os.sched_getaffinity(0) - set(server_cpus))
+    return rest or None
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(
+    server: ServerProcess, cfg: LoadConfig, *, verbose: bool = False
+) -> dict[str, Any]:
+    """Run one load config against ``server``; return a flat row incl. server CPU."""
+    marks: dict[str, float] = {}
+
+    def on_window(edge: Literal["start", "end"]) -> None:
+        marks[edge] = server.cpu_seconds()
+
+    res = run_load(replace(cfg, target=server.address), on_window=on_window)
+    server_cpu = (
+        (marks["end"] - marks["start"]) / cfg.duration if len(marks) == 2 else 0.0
+    )
+    if verbose:
+        print(f"  {format_result(res)} server_cpu={server_cpu:.3f}", flush=True)
+    return result_row(server.name, res, server_cpu)
+
+
+def result_row(server_name: str, res: LoadResult, server_cpu: float) -> dict[str, Any]:
+    """Flatten a LoadResult into the table/JSON row."""
+    cfg = res.config
+    return {
+        "server": server_name,
+        "scenario": cfg.scenario(),
+        "rows": cfg.rows if cfg.scenario() in ("classify", "slow") else None,
+        "tokens": cfg.tokens if METHODS[cfg.scenario()][1] else None,
+        "concurrency": cfg.concurrency,
+        "processes": cfg.processes,
+        "rps": round(res.rps, 1),
+        "p50_ms": round(res.p50_ms, 3),
+        "p90_ms": round(res.p90_ms, 3),
+        "p99_ms": round(res.p99_ms, 3),
+        "errors": res.error_count,
+        "server_cpu": round(server_cpu, 3),
+        "client_cpu": max(res.client_cpu, default=0.0),
+        "items_per_s": round(res.items_per_s, 1),
+        "ttfi_p50_ms": round(res.ttfi_p50_ms, 3),
+        "result": res.to_dict(),
+    }
+
+
+def run_suite(
+    server_name: str,
+    server_cmd: ServerCommand,
+    configs: Iterable[LoadConfig],
+    *,
+    pin: bool = True,
+    server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
+    ready_timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    verbose: bool = True,
+) -> list[dict[str, Any]]:
+    """Start one server, run every config against it in order, stop it.
+
+    Targets are overwritten with the server's address; with ``pin``, configs
+    without explicit ``cpus`` get the CPUs the server does not use.
+    """
+    rows: list[dict[str, Any]] = []
+    with running_server(
+        server_cmd,
+        name=server_name,
+        pin=pin,
+        server_cpus=server_cpus,
+        ready_timeout=ready_timeout,
+        env=env,
+    ) as server:
+        if verbose:
+            print(
+                f"# {server_name}: {' '.join(server.argv)} @ {server.address}",
+                flush=True,
+            )
+        spare = client_cpus(server.cpus)
+        for cfg in configs:
+            if pin and cfg.cpus is None:
+                cfg = replace(cfg, cpus=spare)
+            rows.append(measure(server, cfg, verbose=verbose))
+    return rows
+
+
+# --------------------------------------------------------------------------- reporting
+
+DEFAULT_COLUMNS: tuple[str, ...] = (
+    "server",
+    "scenario",
+    "rows",
+    "concurrency",
+    "processes",
+    "rps",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "errors",
+    "server_cpu",
+    "client_cpu",
+)
+STREAM_COLUMNS: tuple[str, ...] = ("tokens", "items_per_s", "ttfi_p50_ms")
+
+
+def markdown_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
+) -> str:
+    """Render rows as a GitHub markdown table (adds stream columns when relevant)."""
+    if columns is None:
+        columns = DEFAULT_COLUMNS
+        if any(r.get("tokens") is not None for r in rows):
+            columns = (*columns, *STREAM_COLUMNS)
+    numeric = {
+        c for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)
+    }
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return str(value)
+
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---:" if c in numeric else "---" for c in columns) + " |",
+    ]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def system_info() -> dict[str, Any]:
+    """Context needed to compare numbers across machines/runs."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions: dict[str, str] = {}
+    for dist in ("grpcio", "grpclib", "protobuf", "numpy"):
+        with contextlib.suppress(Exception):
+            from importlib import metadata
+
+            versions[dist] = metadata.version(dist)
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": model,
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "versions": versions,
+    }
+
+
+def write_results(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    meta: dict[str, Any] | None = None,
+    results_dir: Path = RESULTS_DIR,
+) -> Path:
+    """Write ``results/<name>.json`` with system info, meta and all rows."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    doc = {
+        "name": name,
+        "system": system_info(),
+        "meta": meta or {},
+        "runs": list(rows),
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: for each --server, start it and run the method x concurrency x rows matrix."""
+    parser = build_arg_parser(matrix=True)
+    parser.description = "Start server(s) under test and benchmark them (loopback only)"
+    parser.add_argument("--name", required=True, help="writes results/<name>.json")
+    parser.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        metavar="NAME=CMD",
+        help='e.g. raw="{python} benchmarks/raw_server.py --port {port}" (repeatable)',
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server")
+    parser.add_argument(
+        "--server-cpus", default="0", help="server CPUs when pinned (default 0)"
+    )
+    parser.add_argument("--ready-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    server_cpus = parse_cpus(args.server_cpus) or list(DEFAULT_SERVER_CPUS)
+    rows: list[dict[str, Any]] = []
+    for spec in args.server:
+        name, sep, cmd = spec.partition("=")
+        if not sep or not name:
+            parser.error(f"--server needs NAME=CMD, got {spec!r}")
+        rows += run_suite(
+            name,
+            cmd,
+            matrix_configs(args),
+            pin=not args.no_pin,
+            server_cpus=server_cpus,
+            ready_timeout=args.ready_timeout,
+        )
+    path = write_results(
+        args.name, rows, meta={"argv": sys.argv[1:] if argv is None else argv}
+    )
+    print()
+    print(markdown_table(rows))
+    print(f"\nwrote {path}")
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Middleware: per-call code composed once at build time, outermost first.
+
+A middleware is any object with ``async __call__(ctx, call_next)``. It may inspect
+``ctx`` and reject the call by raising a :class:`~blazerpc_core.errors.BlazeError`, await
+``call_next(ctx)`` to run the rest of the chain (for unary calls that returns the
+model's result, so it can see outputs), add ``ctx.trailing_metadata``, and time or count
+the call. ``ctx.status`` holds the final gRPC status name once the server knows it
+(streaming calls finish after ``call_next`` returns; see ``ctx.on_done``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from grpclib.metadata import Deadline
+
+    from blazerpc_core.registry import ModelSpec
+
+
+class CallContext:
+    """What middleware and the runtime know about one call."""
+
+    __slots__ = (
+        "model", "rpc", "path", "metadata", "peer", "deadline", "state", "inputs",
+        "trailing_metadata", "start", "status", "status_message", "on_done",
+        "messages_in", "messages_out",
+    )
+
+    def __init__(
+        self,
+        *,
+        model: ModelSpec,
+        rpc: str,
+        path: str,
+        metadata: Any,
+        peer: str | None,
+        deadline: Deadline | None,
+    ) -> None:
+        self.model = model
+        self.rpc = rpc
+        self.path = path
+        #: Request metadata (a multidict of header name → value).
+        self.metadata = metadata
+        #: ``host:port`` of the client, or None when unknown.
+        self.peer = peer
+        self.deadline = deadline
+        #: Free-form per-call storage for middleware.
+        self.state: dict[str, Any] = {}
+        #: Decoded inputs, by parameter name (unary and server-streaming calls).
+        self.inputs: dict[str, Any] | None = None
+        #: Sent to the client in trailers with the final status.
+        self.trailing_metadata: dict[str, str] = {}
+        self.start = time.perf_counter()
+        self.status = "OK"
+        self.status_message: str | None = None
+        #: Callbacks run with this context once the call has finished and its status is known.
+        self.on_done: list[Callable[[CallContext], None]] = []
+        self.messages_in = 0
+        self.messages_out = 0
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the client's deadline, or None when it set none."""
+        return None if self.deadline is None else self.deadline.time_remaining()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def finish(self, status: str, message: str | None) -> None:
+        """Record the final status and run ``on_done`` callbacks (errors there are not the client's)."""
+        self.status = status
+        self.status_message = message
+        for callback in self.on_done:
+            callback(self)
+
+
+CallNext = Callable[[CallContext], Awaitable[Any]]
+
+
+class Middleware(Protocol):
+    """Wraps every inference call; see the module docstring."""
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any: ...
+
+
+def compose(middleware: Sequence[Middleware], terminal: CallNext) -> CallNext:
+    """Fold ``middleware`` (outermost first) around ``terminal`` once, at build time."""
+    call = terminal
+    for layer in reversed(middleware):
+        call = _bind(layer, call)
+    return call
+
+
+def _bind(layer: Middleware, call_next: CallNext) -> CallNext:
+    async def call(ctx: CallContext) -> Any:
+        return await layer(ctx, call_next)
+
+    return call

@@ -1,0 +1,1 @@
+"""Running model functions: the executor, batching policies and batchers."""

@@ -1,0 +1,220 @@
+"""Tensors on the wire: ``TensorProto``, ``TensorInput``/``TensorOutput`` and numpy arrays.
+
+``TensorProto { repeated int64 shape = 1; string dtype = 2; bytes data = 3; }`` carries
+C-order little-endian bytes. Decoding is zero-copy (``numpy.frombuffer``) after checking
+dtype, rank, fixed dimensions and that the byte count matches the shape. Framework
+plugins reuse :func:`tensor_mapping` with their own converters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from blazerpc_core.errors import InvalidArgument, RegistrationError
+from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.schema.fields import T, BatchAxis, Converter, FieldMapping, TypeContext
+
+TENSOR_MESSAGE = "TensorProto"
+Dim = int | None  # None: any size
+BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A declared tensor: dtype (None: any), shape (None: any rank), first dim named ``batch``."""
+
+    dtype: np.dtype[Any] | None
+    shape: tuple[Dim, ...] | None
+    batch_named: bool = False
+    output: bool = False
+
+    @property
+    def batchable(self) -> bool:
+        return self.shape is not None and len(self.shape) > 0 and self.shape[0] is None
+
+    def describe(self) -> str:
+        dtype = self.dtype.name if self.dtype is not None else "any"
+        if self.shape is None:
+            return f"tensor {dtype}[...]"
+        dims = [
+            (BATCH if i == 0 and self.batch_named else "?") if d is None else str(d)
+            for i, d in enumerate(self.shape)
+        ]
+        return f"tensor {dtype}[{', '.join(dims)}]"
+
+
+def _spec_from_args(args: Any, *, output: bool) -> TensorSpec:
+    if not isinstance(args, tuple):
+        args = (args,)
+    if not args:
+        raise RegistrationError("a tensor annotation needs a dtype, e.g. TensorInput[np.float32, 'batch', 512]")
+    try:
+        dtype = np.dtype(args[0])
+    except TypeError as exc:
+        raise RegistrationError(f"{args[0]!r} is not a numpy dtype") from exc
+    dims: list[Dim] = []
+    for i, dim in enumerate(args[1:]):
+        if isinstance(dim, bool) or not isinstance(dim, (int, str, type(None))):
+            raise RegistrationError(f"tensor dimension {dim!r} must be an int, a name or None")
+        if isinstance(dim, int) and dim >= 0:
+            dims.append(dim)
+        elif isinstance(dim, int) and dim != -1:
+            raise RegistrationError(f"tensor dimension {dim} is negative (use -1 or None for any size)")
+        else:
+            dims.append(None)
+    named = len(args) > 1 and args[1] == BATCH
+    return TensorSpec(dtype, tuple(dims) if len(args) > 1 else None, named, output)
+
+
+class TensorInput:
+    """Annotation for an input tensor: ``TensorInput[np.float32, "batch", 512]``.
+
+    The first argument is the dtype, the rest the shape: an int is a fixed size, ``None``,
+    ``-1`` or a name is any size, and a first dimension named ``"batch"`` turns batching on.
+    The function receives a read-only ``numpy.ndarray``.
+    """
+
+    def __class_getitem__(cls, args: Any) -> TensorSpec:
+        return _spec_from_args(args, output=False)
+
+
+class TensorOutput:
+    """Annotation for an output tensor, same form as :class:`TensorInput`.
+
+    The returned array is cast to the declared dtype and its fixed dimensions are checked.
+    """
+
+    def __class_getitem__(cls, args: Any) -> TensorSpec:
+        return _spec_from_args(args, output=True)
+
+
+# --- wire conversion ------------------------------------------------------------------
+
+
+def wire_dtype(name: str) -> np.dtype[Any]:
+    """The little-endian numpy dtype for a dtype name sent on the wire."""
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        raise InvalidArgument(f"unknown dtype {name!r}") from None
+    if dtype.hasobject or dtype.kind in "OUSVMm":
+        raise InvalidArgument(f"dtype {name!r} cannot be sent as raw bytes")
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+
+def check_shape(shape: Sequence[int], spec: TensorSpec, *, what: str = "tensor") -> None:
+    """Raise :class:`InvalidArgument` unless ``shape`` fits ``spec`` (rank and fixed dims)."""
+    if spec.shape is None:
+        return
+    if len(shape) != len(spec.shape):
+        raise InvalidArgument(
+            f"{what} has rank {len(shape)} (shape {list(shape)}), expected rank "
+            f"{len(spec.shape)} ({spec.describe()})"
+        )
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if want is not None and got != want:
+            raise InvalidArgument(
+                f"{what} dimension {axis} is {got}, expected {want} ({spec.describe()}); "
+                f"got shape {list(shape)}"
+            )
+
+
+def array_from_wire(message: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+    """Decode a ``TensorProto`` into a read-only array that shares the message's bytes."""
+    shape = list(message.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"negative dimension in shape {shape}")
+    dtype = wire_dtype(message.dtype) if message.dtype else None
+    if dtype is None:
+        raise InvalidArgument("tensor has no dtype")
+    if spec.dtype is not None and dtype != spec.dtype:
+        raise InvalidArgument(f"dtype is {dtype.name}, expected {spec.dtype.name}")
+    check_shape(shape, spec)
+    data = message.data
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidArgument(
+            f"data has {len(data)} bytes, but shape {shape} of {dtype.name} needs {expected}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def array_to_wire(array: Any, spec: TensorSpec | None = None) -> dict[str, Any]:
+    """Encode an array-like as ``TensorProto`` constructor arguments (C order, little endian)."""
+    arr = np.asarray(array)
+    if spec is not None and spec.dtype is not None and arr.dtype != spec.dtype:
+        arr = arr.astype(spec.dtype)
+    if spec is not None:
+        check_shape(arr.shape, spec, what="returned tensor")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return {"shape": arr.shape, "dtype": arr.dtype.name, "data": arr.tobytes()}
+
+
+# --- the field mapping ------------------------------------------------------------------
+
+
+def declare_tensor_message(context: TypeContext) -> str:
+    """Declare ``TensorProto`` in the schema (once) and return its type name."""
+    existing = context.has_message(TENSOR_MESSAGE)
+    if existing:
+        return existing
+    return context.declare_message(
+        TENSOR_MESSAGE,
+        TENSOR_MESSAGE,
+        [
+            ("shape", FieldMapping(T.TYPE_INT64, "int64", repeated=True)),
+            ("dtype", FieldMapping(T.TYPE_STRING, "string")),
+            ("data", FieldMapping(T.TYPE_BYTES, "bytes")),
+        ],
+    )
+
+
+def tensor_mapping(
+    context: TypeContext,
+    spec: TensorSpec,
+    *,
+    decode: Converter,
+    encode: Converter,
+    batch: BatchAxis | None,
+) -> FieldMapping:
+    """A ``TensorProto`` field with the given converters; for framework plugins too."""
+    return FieldMapping(
+        T.TYPE_MESSAGE,
+        spec.describe(),
+        type_name=declare_tensor_message(context),
+        decode=decode,
+        encode=encode,
+        batch=batch,
+        required=True,
+        extra={"tensor": spec},
+    )
+
+
+def _split_array(value: Any, sizes: Sequence[int]) -> list[Any]:
+    bounds = np.cumsum(sizes)[:-1]
+    return list(np.split(np.asarray(value), bounds))
+
+
+def numpy_axis(named: bool) -> BatchAxis:
+    return BatchAxis(rows=len, concat=np.concatenate, split=_split_array, named=named)
+
+
+def _numpy_mapping(spec: TensorSpec, context: TypeContext) -> FieldMapping:
+    decode: Callable[[Any], Any] = lambda m: array_from_wire(m, spec)  # noqa: E731
+    encode: Callable[[Any], Any] = lambda a: array_to_wire(a, spec)  # noqa: E731
+    batch = numpy_axis(spec.batch_named) if spec.batchable else None
+    return tensor_mapping(context, spec, decode=decode, encode=encode, batch=batch)
+
+
+@hookimpl(trylast=True)
+def blazerpc_map_type(annotation: Any, context: TypeContext) -> FieldMapping | None:
+    if isinstance(annotation, TensorSpec):
+        return _numpy_mapping(annotation, context)
+    if annotation is np.ndarray or getattr(annotation, "__origin__", None) is np.ndarray:
+        return _numpy_mapping(TensorSpec(None, None), context)
+    return None

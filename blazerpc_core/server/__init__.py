@@ -1,0 +1,1 @@
+"""The grpclib server: inference, health, reflection, lifecycle."""

@@ -1,0 +1,67 @@
+"""``grpc.health.v1.Health``: Check and Watch over statuses the server flips as it starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpclib.const
+from google.protobuf import descriptor_pool, message_factory
+from grpclib.const import Status
+from grpclib.server import Stream
+
+from blazerpc_core.server.system_protos import HEALTH_SERVICE
+
+UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN = 0, 1, 2, 3
+
+
+class HealthService:
+    """Tracks one status per service name; ``""`` is the whole server."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool, services: list[str]) -> None:
+        self._request = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest"))
+        self._response = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse"))
+        self._status: dict[str, int] = {name: NOT_SERVING for name in ["", *services]}
+        self._changed = asyncio.Event()
+
+    def set_all(self, status: int) -> None:
+        """Flip every service; Watch streams see it at once."""
+        for name in self._status:
+            self._status[name] = status
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def status(self, service: str) -> int | None:
+        return self._status.get(service)
+
+    async def check(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        status = self._status.get(request.service if request else "")
+        if status is None:
+            await stream.send_trailing_metadata(
+                status=Status.NOT_FOUND, status_message=f"unknown service {request.service!r}"
+            )
+            return
+        await stream.send_message(self._response(status=status))
+
+    async def watch(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        service = request.service if request else ""
+        last = None
+        while True:
+            changed = self._changed
+            status = self._status.get(service, SERVICE_UNKNOWN)
+            if status != last:
+                await stream.send_message(self._response(status=status))
+                last = status
+            await changed.wait()
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            f"/{HEALTH_SERVICE}/Check": grpclib.const.Handler(
+                self.check, grpclib.const.Cardinality.UNARY_UNARY, self._request, self._response),
+            f"/{HEALTH_SERVICE}/Watch": grpclib.const.Handler(
+                self.watch, grpclib.const.Cardinality.UNARY_STREAM, self._request, self._response),
+        }
