@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-
 from loadgen import (
     METHODS,
     LoadConfig,
@@ -51,6 +50,8 @@ RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 HOST = "127.0.0.1"
 DEFAULT_SERVER_CPUS: tuple[int, ...] = (0,)
+# The hand-written baseline, as a server command line (run from the repo root).
+RAW_SERVER_CMD = "{python} benchmarks/raw_server.py --port {port}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 ServerCommand = str | Sequence[str]
@@ -139,9 +140,7 @@ class ServerProcess:
     def log_tail(self, lines: int = 30) -> str:
         """Last lines of the server's combined stdout/stderr."""
         try:
-            return "\n".join(
-                self.log_path.read_text(errors="replace").splitlines()[-lines:]
-            )
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
@@ -184,9 +183,7 @@ async def _probe_once(host: str, port: int, probe: Literal["add", "connect"]) ->
     channel = Channel(host, port)
     try:
         stub = stubs.grpclib.InferenceServiceStub(channel)
-        reply = await asyncio.wait_for(
-            stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2)), 2.0
-        )
+        reply = await asyncio.wait_for(stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2)), 2.0)
         if reply.result != 3:
             raise ServerStartError(f"probe PredictAdd(1, 2) returned {reply.result}")
     finally:
@@ -267,7 +264,7 @@ def start_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=preexec,  # noqa: PLW1509 - only set when taskset is missing
+        preexec_fn=preexec,
     )
     server = ServerProcess(name, argv, host, port, proc, log_path, cpus, log_file)
     try:
@@ -299,29 +296,58 @@ def client_cpus(server_cpus: Sequence[int] | None) -> list[int] | None:
 # --------------------------------------------------------------------------- measuring
 
 
-def measure(
-    server: ServerProcess, cfg: LoadConfig, *, verbose: bool = False
-) -> dict[str, Any]:
-    """Run one load config against ``server``; return a flat row incl. server CPU."""
+BUSY = 0.9  # a side using >= 90% of its cores is treated as the limit
+
+
+def bottleneck(server_cpu: float, server_cores: int, client_cpu: float, client_cores: int) -> str:
+    """Name the saturated side, so a client-bound number is never read as a server's.
+
+    "-" means neither side was CPU-bound (latency- or sleep-bound, e.g. c=1).
+    """
+    sides = []
+    if server_cpu >= BUSY * server_cores:
+        sides.append("server")
+    if client_cpu >= BUSY * client_cores:
+        sides.append("client")
+    return "+".join(sides) or "-"
+
+
+def measure(server: ServerProcess, cfg: LoadConfig, *, verbose: bool = False) -> dict[str, Any]:
+    """Run one load config against ``server``; return a flat row incl. CPU use."""
     marks: dict[str, float] = {}
 
     def on_window(edge: Literal["start", "end"]) -> None:
         marks[edge] = server.cpu_seconds()
 
     res = run_load(replace(cfg, target=server.address), on_window=on_window)
-    server_cpu = (
-        (marks["end"] - marks["start"]) / cfg.duration if len(marks) == 2 else 0.0
-    )
+    server_cpu = (marks["end"] - marks["start"]) / cfg.duration
+    row = result_row(server, res, server_cpu)
     if verbose:
-        print(f"  {format_result(res)} server_cpu={server_cpu:.3f}", flush=True)
-    return result_row(server.name, res, server_cpu)
+        print(
+            f"  {format_result(res)} server_cpu={server_cpu:.2f} limit={row['limit']}",
+            flush=True,
+        )
+    return row
 
 
-def result_row(server_name: str, res: LoadResult, server_cpu: float) -> dict[str, Any]:
-    """Flatten a LoadResult into the table/JSON row."""
+def result_row(server: ServerProcess, res: LoadResult, server_cpu: float) -> dict[str, Any]:
+    """Flatten a LoadResult into the table/JSON row.
+
+    CPU figures are cores used during the window (1.0 = one core fully busy);
+    client_cpu sums all load-generator processes.
+    """
     cfg = res.config
+    all_cpus = len(os.sched_getaffinity(0))
+    server_cores = len(server.cpus) if server.cpus else all_cpus
+    client_cores = len(cfg.cpus) if cfg.cpus else all_cpus
+    client_cpu = sum(res.client_cpu)
+    if not server.cpus and not cfg.cpus:  # sharing every core: only the total means much
+        limit = bottleneck(server_cpu + client_cpu, all_cpus, 0.0, 1)
+        limit = "machine" if limit == "server" else limit
+    else:
+        limit = bottleneck(server_cpu, server_cores, client_cpu, client_cores)
     return {
-        "server": server_name,
+        "server": server.name,
         "scenario": cfg.scenario(),
         "rows": cfg.rows if cfg.scenario() in ("classify", "slow") else None,
         "tokens": cfg.tokens if METHODS[cfg.scenario()][1] else None,
@@ -333,11 +359,24 @@ def result_row(server_name: str, res: LoadResult, server_cpu: float) -> dict[str
         "p99_ms": round(res.p99_ms, 3),
         "errors": res.error_count,
         "server_cpu": round(server_cpu, 3),
-        "client_cpu": max(res.client_cpu, default=0.0),
+        "client_cpu": round(client_cpu, 3),
+        "limit": limit,
         "items_per_s": round(res.items_per_s, 1),
         "ttfi_p50_ms": round(res.ttfi_p50_ms, 3),
         "result": res.to_dict(),
     }
+
+
+def median_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The repeat with the median throughput, carrying every repeat's rps.
+
+    A real run (not averaged percentiles) keeps latency and rps consistent.
+    """
+    ranked = sorted(rows, key=lambda r: r["rps"])
+    row = dict(ranked[(len(ranked) - 1) // 2])
+    row["rps_repeats"] = [r["rps"] for r in rows]
+    row["repeats"] = [r["result"] for r in rows]
+    return row
 
 
 def run_suite(
@@ -347,14 +386,16 @@ def run_suite(
     *,
     pin: bool = True,
     server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
+    repeats: int = 1,
     ready_timeout: float = 60.0,
     env: dict[str, str] | None = None,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start one server, run every config against it in order, stop it.
+    """Start one server, run every config (``repeats`` times) against it, stop it.
 
     Targets are overwritten with the server's address; with ``pin``, configs
-    without explicit ``cpus`` get the CPUs the server does not use.
+    without explicit ``cpus`` get the CPUs the server does not use. With
+    repeats > 1 each config yields its median-rps run (see median_row).
     """
     rows: list[dict[str, Any]] = []
     with running_server(
@@ -366,15 +407,13 @@ def run_suite(
         env=env,
     ) as server:
         if verbose:
-            print(
-                f"# {server_name}: {' '.join(server.argv)} @ {server.address}",
-                flush=True,
-            )
+            print(f"# {server_name}: {shlex.join(server.argv)}", flush=True)
         spare = client_cpus(server.cpus)
         for cfg in configs:
             if pin and cfg.cpus is None:
                 cfg = replace(cfg, cpus=spare)
-            rows.append(measure(server, cfg, verbose=verbose))
+            runs = [measure(server, cfg, verbose=verbose) for _ in range(repeats)]
+            rows.append(runs[0] if repeats == 1 else median_row(runs))
     return rows
 
 
@@ -393,21 +432,18 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "errors",
     "server_cpu",
     "client_cpu",
+    "limit",
 )
 STREAM_COLUMNS: tuple[str, ...] = ("tokens", "items_per_s", "ttfi_p50_ms")
 
 
-def markdown_table(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
-) -> str:
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """Render rows as a GitHub markdown table (adds stream columns when relevant)."""
     if columns is None:
         columns = DEFAULT_COLUMNS
         if any(r.get("tokens") is not None for r in rows):
             columns = (*columns, *STREAM_COLUMNS)
-    numeric = {
-        c for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)
-    }
+    numeric = {c for c in columns if all(isinstance(r.get(c), (int, float)) for r in rows)}
 
     def cell(value: Any) -> str:
         if value is None:
@@ -483,9 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         help='e.g. raw="{python} benchmarks/raw_server.py --port {port}" (repeatable)',
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server")
-    parser.add_argument(
-        "--server-cpus", default="0", help="server CPUs when pinned (default 0)"
-    )
+    parser.add_argument("--server-cpus", default="0", help="server CPUs when pinned (default 0)")
+    parser.add_argument("--repeats", type=int, default=1, help="report the median run")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     server_cpus = parse_cpus(args.server_cpus) or list(DEFAULT_SERVER_CPUS)
@@ -500,11 +535,10 @@ def main(argv: list[str] | None = None) -> int:
             matrix_configs(args),
             pin=not args.no_pin,
             server_cpus=server_cpus,
+            repeats=args.repeats,
             ready_timeout=args.ready_timeout,
         )
-    path = write_results(
-        args.name, rows, meta={"argv": sys.argv[1:] if argv is None else argv}
-    )
+    path = write_results(args.name, rows, meta={"argv": sys.argv[1:] if argv is None else argv})
     print()
     print(markdown_table(rows))
     print(f"\nwrote {path}")

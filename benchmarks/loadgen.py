@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-
 from stubs import array_to_tensor, load_stubs, tensor_to_array
 
 # Short scenario name -> (rpc name, server-streaming?)
@@ -86,9 +85,7 @@ class LoadConfig:
         for short, (rpc, _) in METHODS.items():
             if self.method == rpc:
                 return short
-        raise ValueError(
-            f"unknown method {self.method!r}; choose from {sorted(METHODS)}"
-        )
+        raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
 
 
 @dataclass
@@ -156,9 +153,7 @@ def _percentiles(values: np.ndarray[Any, Any], qs: list[float]) -> list[float]:
 # --------------------------------------------------------------------------- worker
 
 
-def _build_request(
-    stubs: Any, cfg: LoadConfig, scenario: str
-) -> tuple[Any, Callable[[Any], None]]:
+def _build_request(stubs: Any, cfg: LoadConfig, scenario: str) -> tuple[Any, Callable[[Any], None]]:
     """One request message, reused for every call, and a checker for its answer."""
     pb2 = stubs.pb2
     rng = np.random.default_rng(0)
@@ -180,9 +175,7 @@ def _build_request(
         def check_tensor(resp: Any) -> None:
             got = tensor_to_array(resp.result)
             if got.shape != want_shape or got.dtype != np.float32:
-                raise LoadgenError(
-                    f"{scenario}: got {got.dtype}{got.shape}, want {want_shape}"
-                )
+                raise LoadgenError(f"{scenario}: got {got.dtype}{got.shape}, want {want_shape}")
             if want is not None and not np.allclose(got, want):
                 raise LoadgenError(f"{scenario}: values differ from x[:, :10] * 2")
 
@@ -192,9 +185,7 @@ def _build_request(
 
         def check_tokens(items: Any) -> None:
             if len(items) != n or not all(isinstance(i.result, str) for i in items):
-                raise LoadgenError(
-                    f"PredictTokens yielded {len(items)} items, want {n}"
-                )
+                raise LoadgenError(f"PredictTokens yielded {len(items)} items, want {n}")
 
         return pb2.TokensRequest(n=n), check_tokens
     raise ValueError(scenario)
@@ -215,19 +206,12 @@ async def _worker_main(
     rpc, streaming = METHODS[scenario]
     stubs = load_stubs()
     request, check = _build_request(stubs, cfg, scenario)
-    n_channels = cfg.channels or min(
-        MAX_AUTO_CHANNELS, max(1, math.ceil(concurrency / CALLS_PER_CHANNEL))
-    )
+    n_channels = cfg.channels or min(MAX_AUTO_CHANNELS, max(1, math.ceil(concurrency / CALLS_PER_CHANNEL)))
     n_channels = max(1, min(n_channels, concurrency))
-    channels = [
-        grpc.aio.insecure_channel(cfg.target, options=CHANNEL_OPTIONS)
-        for _ in range(n_channels)
-    ]
+    channels = [grpc.aio.insecure_channel(cfg.target, options=CHANNEL_OPTIONS) for _ in range(n_channels)]
     try:
-        methods = [
-            getattr(stubs.pb2_grpc.InferenceServiceStub(ch), rpc) for ch in channels
-        ]
-        for ch, fn in zip(channels, methods):
+        methods = [getattr(stubs.pb2_grpc.InferenceServiceStub(ch), rpc) for ch in channels]
+        for ch, fn in zip(channels, methods, strict=True):
             await asyncio.wait_for(ch.channel_ready(), timeout=SETUP_TIMEOUT_S / 2)
             if streaming:
                 items = [item async for item in fn(request, timeout=cfg.timeout)]
@@ -303,10 +287,7 @@ async def _worker_main(
 
         await asyncio.sleep(max(0.0, t_start - time.monotonic()))
         body = stream_loop if streaming else unary_loop
-        tasks = [
-            asyncio.create_task(body(methods[i % n_channels]))
-            for i in range(concurrency)
-        ]
+        tasks = [asyncio.create_task(body(methods[i % n_channels])) for i in range(concurrency)]
         probe = asyncio.create_task(cpu_probe())
         # Calls still in flight at w_end are not counted; bound the wait for them.
         done, pending = await asyncio.wait(
@@ -319,9 +300,7 @@ async def _worker_main(
             if task.exception() is not None:
                 errors[f"EXCEPTION:{type(task.exception()).__name__}"] += 1
         await probe
-        cpu = (
-            (cpu_marks[1] - cpu_marks[0]) / cfg.duration if len(cpu_marks) == 2 else 0.0
-        )
+        cpu = (cpu_marks[1] - cpu_marks[0]) / cfg.duration if len(cpu_marks) == 2 else 0.0
         payload = {
             "lat": np.asarray(lat, dtype=np.float64).tobytes(),
             "ttfi": np.asarray(ttfi, dtype=np.float64).tobytes(),
@@ -347,9 +326,7 @@ def _worker(
     if cfg.cpus:
         os.sched_setaffinity(0, set(cfg.cpus))
     try:
-        asyncio.run(
-            _worker_main(index, cfg, concurrency, to_parent, start_event, start_at)
-        )
+        asyncio.run(_worker_main(index, cfg, concurrency, to_parent, start_event, start_at))
     except BaseException:  # report everything, then die with it (non-zero exit)
         to_parent.put(("error", index, traceback.format_exc()))
         raise
@@ -361,9 +338,7 @@ def _worker(
 def _merge(cfg: LoadConfig, payloads: list[dict[str, Any]]) -> LoadResult:
     """Pool raw samples from every worker into one result."""
     lat = np.concatenate([np.frombuffer(p["lat"], dtype=np.float64) for p in payloads])
-    ttfi = np.concatenate(
-        [np.frombuffer(p["ttfi"], dtype=np.float64) for p in payloads]
-    )
+    ttfi = np.concatenate([np.frombuffer(p["ttfi"], dtype=np.float64) for p in payloads])
     errors: Counter[str] = Counter()
     for p in payloads:
         errors.update(p["errors"])
@@ -404,14 +379,8 @@ def run_load(cfg: LoadConfig, *, on_window: WindowHook | None = None) -> LoadRes
     check_loopback(cfg.target)
     cfg.scenario()
     if cfg.concurrency < 1 or cfg.processes < 1 or cfg.duration <= 0 or cfg.warmup < 0:
-        raise ValueError(
-            "need concurrency >= 1, processes >= 1, duration > 0, warmup >= 0"
-        )
-    shares = [
-        c
-        for c in split_evenly(cfg.concurrency, min(cfg.processes, cfg.concurrency))
-        if c
-    ]
+        raise ValueError("need concurrency >= 1, processes >= 1, duration > 0, warmup >= 0")
+    shares = [c for c in split_evenly(cfg.concurrency, min(cfg.processes, cfg.concurrency)) if c]
 
     ctx = mp.get_context("spawn")
     to_parent = ctx.Queue()
@@ -511,18 +480,12 @@ def _int_list(text: str) -> list[int]:
 
 def build_arg_parser(matrix: bool = False) -> argparse.ArgumentParser:
     """Loadgen options; with ``matrix`` method/concurrency/rows take comma lists."""
-    p = argparse.ArgumentParser(
-        description="Closed-loop grpc.aio load generator (loopback only)"
-    )
+    p = argparse.ArgumentParser(description="Closed-loop grpc.aio load generator (loopback only)")
     if not matrix:
-        p.add_argument(
-            "--target", default="127.0.0.1:50051", help="host:port (loopback only)"
-        )
+        p.add_argument("--target", default="127.0.0.1:50051", help="host:port (loopback only)")
     lists = " (comma list)" if matrix else ""
     num: Any = _int_list if matrix else int
-    p.add_argument(
-        "--method", "-m", default="add", help=f"one of {sorted(METHODS)}{lists}"
-    )
+    p.add_argument("--method", "-m", default="add", help=f"one of {sorted(METHODS)}{lists}")
     p.add_argument(
         "--concurrency",
         "-c",
@@ -530,20 +493,12 @@ def build_arg_parser(matrix: bool = False) -> argparse.ArgumentParser:
         default=16,
         help=f"total in-flight calls{lists}",
     )
-    p.add_argument(
-        "--rows", type=num, default=1, help=f"tensor rows, classify/slow{lists}"
-    )
+    p.add_argument("--rows", type=num, default=1, help=f"tensor rows, classify/slow{lists}")
     p.add_argument("--duration", "-d", type=float, default=5.0, help="measured seconds")
-    p.add_argument(
-        "--warmup", "-w", type=float, default=1.0, help="unmeasured seconds first"
-    )
-    p.add_argument(
-        "--processes", "-p", type=int, default=1, help="client worker processes"
-    )
+    p.add_argument("--warmup", "-w", type=float, default=1.0, help="unmeasured seconds first")
+    p.add_argument("--processes", "-p", type=int, default=1, help="client worker processes")
     p.add_argument("--tokens", type=int, default=32, help="items per stream (tokens)")
-    p.add_argument(
-        "--channels", type=int, default=0, help="channels per process (0 = auto)"
-    )
+    p.add_argument("--channels", type=int, default=0, help="channels per process (0 = auto)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, s")
     p.add_argument("--cpus", default=None, help='pin clients, e.g. "1" or "1-3"')
     p.add_argument("--no-validate", action="store_true", help="skip the answer check")
@@ -580,18 +535,14 @@ def matrix_configs(args: argparse.Namespace) -> list[LoadConfig]:
         tensor = method in ("classify", "slow", "PredictClassify", "PredictSlow")
         for rows in args.rows if tensor else [1]:
             for conc in args.concurrency:
-                configs.append(
-                    config_from_args(args, method=method, rows=rows, concurrency=conc)
-                )
+                configs.append(config_from_args(args, method=method, rows=rows, concurrency=conc))
     return configs
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run once against an already-running server, print a line (or JSON)."""
     parser = build_arg_parser()
-    parser.add_argument(
-        "--json", action="store_true", help="print the full result as JSON"
-    )
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
     res = run_load(config_from_args(args))
     print(json.dumps(res.to_dict(), indent=2) if args.json else format_result(res))

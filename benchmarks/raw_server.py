@@ -24,7 +24,6 @@ import numpy as np
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
-
 from stubs import Stubs, array_to_tensor, load_stubs, tensor_to_array
 
 MAX_TOKENS = 1_000_000  # keeps a bad request from streaming forever
@@ -48,13 +47,9 @@ def make_servicer(stubs: Stubs, executor: ThreadPoolExecutor) -> Any:
         try:
             x = tensor_to_array(tensor)
         except (TypeError, ValueError) as exc:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, f"bad tensor {name}: {exc}"
-            ) from exc
+            raise GRPCError(Status.INVALID_ARGUMENT, f"bad tensor {name}: {exc}") from exc
         if x.ndim != 2 or (cols is not None and x.shape[1] != cols):
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, f"{name} must be (rows, {cols}), got {x.shape}"
-            )
+            raise GRPCError(Status.INVALID_ARGUMENT, f"{name} must be (rows, {cols}), got {x.shape}")
         return x
 
     class RawInferenceService(stubs.grpclib.InferenceServiceBase):  # type: ignore[misc,name-defined]
@@ -68,25 +63,19 @@ def make_servicer(stubs: Stubs, executor: ThreadPoolExecutor) -> Any:
             req = await stream.recv_message()
             x = _matrix(req.x, 512, "x")
             out = (x[:, :10] * 2).astype(np.float32, copy=False)
-            await stream.send_message(
-                pb2.ClassifyResponse(result=array_to_tensor(pb2, out))
-            )
+            await stream.send_message(pb2.ClassifyResponse(result=array_to_tensor(pb2, out)))
 
         async def PredictSlow(self, stream: Any) -> None:
             req = await stream.recv_message()
             x = _matrix(req.x, 16, "x")
             loop = asyncio.get_running_loop()
             out = await loop.run_in_executor(executor, slow_work, x)
-            await stream.send_message(
-                pb2.SlowResponse(result=array_to_tensor(pb2, out))
-            )
+            await stream.send_message(pb2.SlowResponse(result=array_to_tensor(pb2, out)))
 
         async def PredictTokens(self, stream: Any) -> None:
             req = await stream.recv_message()
             if not 0 <= req.n <= MAX_TOKENS:
-                raise GRPCError(
-                    Status.INVALID_ARGUMENT, f"n must be in [0, {MAX_TOKENS}]"
-                )
+                raise GRPCError(Status.INVALID_ARGUMENT, f"n must be in [0, {MAX_TOKENS}]")
             for i in range(req.n):
                 await stream.send_message(pb2.TokensResponse(result=f"tok{i}"))
 

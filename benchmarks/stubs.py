@@ -68,9 +68,7 @@ def _write_grpclib_plugin(directory: Path) -> Path:
     virtualenvs/pyenv shims; a shim that runs ``sys.executable`` cannot.
     """
     plugin = directory / "protoc-gen-grpclib_python"
-    plugin.write_text(
-        f"#!{sys.executable}\nfrom grpclib.plugin.main import main\n\nmain()\n"
-    )
+    plugin.write_text(f"#!{sys.executable}\nfrom grpclib.plugin.main import main\n\nmain()\n")
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return plugin
 
@@ -104,9 +102,7 @@ def compile_protos(out_dir: Path | None = None, *, force: bool = False) -> Path:
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(
-                f"protoc failed ({proc.returncode}): {proc.stderr.strip()}"
-            )
+            raise RuntimeError(f"protoc failed ({proc.returncode}): {proc.stderr.strip()}")
         plugin.unlink()
         if force and target.exists():
             shutil.rmtree(target)
@@ -141,9 +137,7 @@ def load_stubs(gen_dir: Path | None = None) -> Stubs:
 def array_to_tensor(pb2: ModuleType, array: np.ndarray[Any, Any]) -> Any:
     """Encode an array as TensorProto (C order, little-endian, numpy dtype name)."""
     le = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return pb2.TensorProto(
-        shape=list(le.shape), dtype=array.dtype.name, data=le.tobytes()
-    )
+    return pb2.TensorProto(shape=list(le.shape), dtype=array.dtype.name, data=le.tobytes())
 
 
 def tensor_to_array(tensor: Any) -> np.ndarray[Any, Any]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from blazerpc_core.middleware import CallContext
+    from blazerpc_core.runtime.events import BatchEvents
     from blazerpc_core.runtime.executor import Invoker
     from blazerpc_core.schema.builder import MethodSchema
 
@@ -35,7 +36,7 @@ class BatchingPolicy(Protocol):
 
     name: str
 
-    def create_runner(self, method: MethodSchema, invoker: Invoker) -> Runner: ...
+    def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner: ...
 
 
 class DirectRunner:
@@ -59,5 +60,5 @@ class DirectPolicy:
 
     name = "direct"
 
-    def create_runner(self, method: MethodSchema, invoker: Invoker) -> Runner:
+    def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner:
         return DirectRunner(invoker)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from blazerpc_core.runtime.events import BatchEvents
+
 if TYPE_CHECKING:
     from blazerpc_core.registry import ModelRegistry
     from blazerpc_core.schema.builder import Schema
@@ -27,6 +29,8 @@ class ServerContext:
     pool: ThreadPoolExecutor
     errors: ErrorMapper
     handlers: list[MethodHandler] = field(default_factory=list)
+    #: Subscribe a BatchObserver here (in blazerpc_startup) to hear about batches.
+    batch_events: BatchEvents = field(default_factory=BatchEvents)
     #: Free-form storage shared by plugins for the life of the server.
     state: dict[str, Any] = field(default_factory=dict)
     #: The bound port once the server has started (useful with port 0).

@@ -55,7 +55,7 @@ class BlazeServer:
             invoker = Invoker(spec.func, is_async=spec.is_async, pool=self.context.pool)
             self.context.handlers.append(
                 MethodHandler(
-                    method, runner=policy.create_runner(method, invoker), middleware=middleware,
+                    method, runner=policy.create_runner(method, invoker, self.context.batch_events), middleware=middleware,
                     gate=self.gate, errors=self.context.errors, pool=self.context.pool,
                 )
             )
