@@ -85,7 +85,7 @@ def make_spec(
     batching: BatchSettings | None = None,
 ) -> ModelSpec:
     """Inspect ``func`` and build its spec, refusing what cannot be served."""
-    name = name or func.__name__.replace("_", "-")
+    name = func.__name__.replace("_", "-") if name is None else name
     version = str(version)
     check_name(name, version)
     try:

@@ -124,7 +124,7 @@ def start_server(
     for spec in specs:
         registry.register(spec)
     pm.hook.blazerpc_register_models(register=registry.register)
-    serve_settings = ServeSettings(host="127.0.0.1", port=0, **settings)
+    serve_settings = ServeSettings(**{"host": "127.0.0.1", "port": 0, **settings})
     return RunningServer(BlazeServer(registry, settings=serve_settings, plugin_manager=pm)).start()
 
 

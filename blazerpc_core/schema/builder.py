@@ -6,6 +6,7 @@ That one descriptor is the source of truth for request/response encoding, the ex
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,8 +122,12 @@ class SchemaBuilder:
     ) -> tuple[list[tuple[str, FieldMapping]], list[tuple[str, FieldMapping]], type | None]:
         """Map a model's inputs and output; errors name the model, parameter and type."""
         inputs = []
-        for param, annotation, _ in spec.inputs:
-            inputs.append((param, self._resolve_for(spec, f"parameter {param!r}", annotation)))
+        for param, annotation, default in spec.inputs:
+            mapping = self._resolve_for(spec, f"parameter {param!r}", annotation)
+            if default is not inspect.Parameter.empty and not (mapping.repeated or mapping.is_message):
+                # Presence lets an absent value mean the Python default rather than zero.
+                mapping = dataclasses.replace(mapping, optional=True)
+            inputs.append((param, mapping))
         output_record = spec.output if is_record(spec.output) else None
         if spec.output is None or spec.output is type(None):
             outputs = []

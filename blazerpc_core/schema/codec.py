@@ -37,7 +37,7 @@ class MessageCodec:
             (
                 name,
                 mapping.decode,
-                mapping.optional or mapping.is_message,
+                (mapping.optional or mapping.is_message) and not mapping.repeated,
                 mapping.required and name not in defaults,
                 defaults.get(name, None),
             )

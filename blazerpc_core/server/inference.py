@@ -229,12 +229,11 @@ class MethodHandler:
         method = self.method
         try:
             return method.response_type(**method.outputs.encode(method.result_values(result)))
-        except BlazeError:
-            raise
         except Exception as exc:
+            # A bad output is the model's fault, never the client's: always INTERNAL.
+            reason = exc.message if isinstance(exc, BlazeError) else f"{type(exc).__name__}: {exc}"
             raise BlazeError(
-                f"model {self._label} returned a value that does not fit its declared output: "
-                f"{type(exc).__name__}: {exc}"
+                f"model {self._label} returned a value that does not fit its declared output: {reason}"
             ) from exc
 
     async def _fail(self, stream: Stream[Any, Any], ctx: CallContext, exc: BaseException) -> None:

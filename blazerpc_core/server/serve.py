@@ -77,18 +77,19 @@ class BlazeServer:
         return self.context.port
 
     async def start(self) -> None:
-        """Bind, run startup hooks and warm runners, then report SERVING."""
+        """Bind, warm runners and run startup hooks, then open the gate and report SERVING."""
         settings = self.settings
-        for handler in self.context.handlers:
-            await handler.runner.start()
-        await _call_all(self.plugin_manager.hook.blazerpc_startup(context=self.context))
         self._server = grpclib.server.Server(self._services)
+        # Bind first: while models warm up, health answers NOT_SERVING and calls UNAVAILABLE.
         await self._server.start(
             settings.host, settings.port, ssl=_ssl_context(settings),
             reuse_port=settings.workers > 1 or None,
         )
         sockets = self._server._server.sockets if self._server._server else ()  # noqa: SLF001
         self.context.port = sockets[0].getsockname()[1] if sockets else settings.port
+        for handler in self.context.handlers:
+            await handler.runner.start()
+        await _call_all(self.plugin_manager.hook.blazerpc_startup(context=self.context))
         self.gate.open = True
         self.health.set_all(health_status.SERVING)
 

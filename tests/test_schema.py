@@ -1,0 +1,156 @@
+"""The descriptor is the single source of truth: protoc reads our text back to the same descriptor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import descriptor_pb2
+
+from blazerpc_core import BlazeApp, RegistrationError, TensorInput, model
+from blazerpc_core.plugins import make_plugin_manager
+from blazerpc_core.registry import ModelRegistry, pascal_case
+from blazerpc_core.schema.builder import build_schema
+from tests.apps import varied_app
+
+
+def _schema(app: BlazeApp):
+    return build_schema(app.registry, make_plugin_manager(load_entry_points=False))
+
+
+def test_protoc_parses_the_rendered_text_back_to_our_descriptor(tmp_path: Path):
+    schema = _schema(varied_app())
+    (tmp_path / "blaze_service.proto").write_text(schema.proto_text())
+    out = tmp_path / "set.pb"
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}", f"--descriptor_set_out={out}",
+         str(tmp_path / "blaze_service.proto")],
+        check=True, capture_output=True,
+    )
+    parsed = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
+    assert parsed == schema.file
+
+
+def test_rpc_and_message_names_follow_the_contract():
+    app = BlazeApp()
+
+    @app.model("text-sentiment")
+    def f(text: list[str]) -> list[float]:
+        return [0.0] * len(text)
+
+    text = _schema(app).proto_text()
+    assert "package blazerpc;" in text
+    assert "service InferenceService {" in text
+    assert "rpc PredictTextSentiment(TextSentimentRequest) returns (TextSentimentResponse);" in text
+    assert "repeated string text = 1;" in text and "repeated double result = 1;" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "pascal"), [("text-sentiment", "TextSentiment"), ("a_b.c", "ABC"), ("gpt2", "Gpt2")]
+)
+def test_pascal_case(name, pascal):
+    assert pascal_case(name) == pascal
+
+
+@pytest.mark.parametrize("bad", ["", "3d-model", "has space", "trailing-", "ünïcode", "a--b"])
+def test_invalid_model_names_are_refused_at_the_decorator(bad):
+    app = BlazeApp()
+    with pytest.raises(RegistrationError, match="invalid model name"):
+        @app.model(bad)
+        def f(x: int) -> int:
+            return x
+
+
+def test_invalid_version_is_refused():
+    with pytest.raises(RegistrationError, match="invalid version"):
+        @model("ok", version="1 beta")
+        def f(x: int) -> int:
+            return x
+
+
+def test_duplicate_name_and_version_is_refused():
+    app = BlazeApp()
+
+    @app.model("dup")
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(RegistrationError, match="already registered"):
+        @app.model("dup")
+        def g(x: int) -> int:
+            return x
+
+
+def test_two_names_with_the_same_pascal_are_refused():
+    app = BlazeApp()
+
+    @app.model("text-sentiment")
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(RegistrationError, match="PredictTextSentiment"):
+        @app.model("text_sentiment")
+        def g(x: int) -> int:
+            return x
+
+
+def test_a_name_colliding_with_a_version_rpc_is_refused():
+    registry = ModelRegistry()
+    registry.register(_spec("foo", 1))
+    registry.register(_spec("foo", 2))
+    with pytest.raises(RegistrationError, match="PredictFooV1"):
+        registry.register(_spec("foo-v1", 1))
+
+
+def _spec(name: str, version: int):
+    def f(x: int) -> int:
+        return x
+
+    return model(name, version=version)(f).__blazerpc_model__
+
+
+def test_unsupported_annotation_names_model_parameter_and_type():
+    app = BlazeApp()
+    with pytest.raises(RegistrationError, match=r"model weird@1: parameter 'x' \(complex\) is not supported"):
+        @app.model("weird")
+        def weird(x: complex) -> int:
+            return 0
+    assert len(app.registry) == 0
+
+
+def test_missing_annotations_are_refused():
+    app = BlazeApp()
+    with pytest.raises(RegistrationError, match="parameter 'x' has no type annotation"):
+        @app.model("f")
+        def f(x) -> int:  # type: ignore[no-untyped-def]
+            return 0
+    with pytest.raises(RegistrationError, match="return type is not annotated"):
+        @app.model("g")
+        def g(x: int):  # type: ignore[no-untyped-def]
+            return 0
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [(list[list[int]], "no protobuf equivalent"), (int | str, "union"), (dict[float, int], "map keys"),
+     (list[int] | None, "cannot be optional")],
+)
+def test_unrepresentable_containers_are_refused(annotation, message):
+    app = BlazeApp()
+
+    def f(x: int) -> int:
+        return x
+
+    f.__annotations__["x"] = annotation
+    with pytest.raises(RegistrationError, match=message):
+        app.model("f")(f)
+
+
+def test_bad_tensor_annotations_are_refused():
+    with pytest.raises(RegistrationError, match="not a numpy dtype"):
+        TensorInput["nope", 3]
+    with pytest.raises(RegistrationError, match="negative"):
+        TensorInput[np.float32, -3]
