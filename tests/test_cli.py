@@ -1,0 +1,134 @@
+"""The ``blazerpc`` command line, run as a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from blazerpc_core.testing import compile_stubs
+from tests.processes import BLAZERPC, clean_env, serve_process
+from tests.tensors import from_proto, to_proto
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "examples" / "app.py")
+EXAMPLE_PACKAGE = ROOT / "examples" / "blazerpc-example-models"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BLAZERPC, *args], capture_output=True, text=True, env=env or clean_env(), timeout=120)
+
+
+def test_proto_output_compiles_and_a_grpcio_client_calls_every_model(tmp_path):
+    result = run("proto", APP, "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    stubs = compile_stubs((tmp_path / "out" / "blaze_service.proto").read_text(), tmp_path / "gen")
+    pb2 = stubs.pb2
+    with serve_process([APP]) as server, grpc.insecure_channel(server.address) as channel:
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        assert stub.PredictAdd(pb2.AddRequest(a=0.1, b=0.2), timeout=10).result == 0.1 + 0.2
+        assert list(stub.PredictSentiment(pb2.SentimentRequest(text=["good", "meh"]), timeout=10).result) == [0.9, 0.1]
+        x = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32)
+        out = from_proto(stub.PredictClassify(pb2.ClassifyRequest(x=to_proto(pb2, x)), timeout=10).result)
+        np.testing.assert_array_equal(out, x[:, :10] * 2)
+        banner = server.output()
+    assert f"on 127.0.0.1:{server.port}" in banner
+    for line in ("add v1  [unary]  rpc PredictAdd", "classify v1  [unary]  rpc PredictClassify",
+                 "sentiment v1  [unary]  rpc PredictSentiment"):
+        assert line in banner
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_flips_health_refuses_new_calls_finishes_inflight_and_exits_zero(tmp_path, sig):
+    import signal
+
+    app = tmp_path / "slow.py"
+    app.write_text(
+        "import time\nfrom blazerpc_core import BlazeApp\napp = BlazeApp()\n"
+        "@app.model('slow')\ndef slow(seconds: float) -> float:\n    time.sleep(seconds)\n    return seconds\n"
+    )
+    with serve_process([str(app), "--grace-period", "20"]) as server:
+        assert run("proto", str(app), "-o", str(tmp_path / "p")).returncode == 0
+        stubs = compile_stubs((tmp_path / "p" / "blaze_service.proto").read_text(), tmp_path / "gen")
+        channel = grpc.insecure_channel(server.address)
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        inflight = [stub.PredictSlow.future(stubs.pb2.SlowRequest(seconds=1.5), timeout=30) for _ in range(4)]
+        stub.PredictSlow(stubs.pb2.SlowRequest(seconds=0), timeout=10)  # the four are in flight now
+        server.process.send_signal(getattr(signal, sig))
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.PredictSlow(stubs.pb2.SlowRequest(seconds=0), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert [f.result().result for f in inflight] == [1.5] * 4
+        assert server.process.wait(30) == 0
+        channel.close()
+
+
+def test_bare_serve_serves_installed_model_packages(tmp_path):
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+         str(site), str(EXAMPLE_PACKAGE)],
+        check=True, capture_output=True,
+    )
+    env = clean_env(PYTHONPATH=str(site))
+    listed = run("models", env=env).stdout
+    assert "text-sentiment" in listed and "blazerpc-example-models:examples" in listed
+    assert run("proto", "-o", str(tmp_path / "p"), env=env).returncode == 0
+    stubs = compile_stubs((tmp_path / "p" / "blaze_service.proto").read_text(), tmp_path / "gen")
+    pb2 = stubs.pb2
+    with serve_process([], env=env) as server, grpc.insecure_channel(server.address) as channel:
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        scores = stub.PredictTextSentiment(pb2.TextSentimentRequest(texts=["good great", "bad", "hm"]), timeout=10)
+        assert list(scores.result) == [1.0, 0.0, 0.5]
+        assert stub.PredictScale(pb2.ScaleRequest(x=2), timeout=10).result == 6.0
+        assert stub.PredictScale(pb2.ScaleRequest(x=2, factor=10), timeout=10).result == 20.0
+        assert stub.PredictScaleV1(pb2.ScaleV1Request(x=2), timeout=10).result == 4.0
+        out = stub.PredictEmbed(pb2.EmbedRequest(x=to_proto(pb2, np.ones((2, 16), np.float32))), timeout=10)
+        assert list(out.result.shape) == [2, 4]
+        assert "scale v2" in server.output()
+
+
+def test_options_read_blazerpc_environment_variables(tmp_path):
+    from blazerpc_core.testing import free_port
+
+    port = free_port()
+    env = clean_env(BLAZERPC_PORT=str(port), BLAZERPC_HOST="127.0.0.1")
+    with serve_process([APP], env=env, port=port) as server:
+        assert f"127.0.0.1:{port}" in server.output()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+
+
+def test_help_is_complete():
+    top = run("--help").stdout
+    for command in ("serve", "proto", "models", "plugins"):
+        assert command in top
+    serve = run("serve", "--help").stdout
+    for option in ("--host", "--port", "--workers", "--grace-period", "--max-batch-size", "--batch-timeout-ms",
+                   "--metrics-port", "--tls-cert", "--tls-key", "--tls-client-ca", "--max-message-mb",
+                   "--disable-plugin", "BLAZERPC_PORT", "TARGET"):
+        assert option in serve, option
+    assert "--output-dir" in run("proto", "--help").stdout
+
+
+def test_models_lists_name_version_shape_and_rpc():
+    out = run("models", APP).stdout
+    assert "add" in out and "PredictAdd" in out and "unary" in out
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("no_such_module_xyz", "cannot import"), ("missing.py", "no such file"), (f"{APP}:nothing", "no attribute")],
+)
+def test_bad_targets_fail_with_a_clear_message(target, message):
+    result = run("proto", target, "-o", "/tmp/unused-blazerpc-proto")
+    assert result.returncode != 0 and message in result.stderr
