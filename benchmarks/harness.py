@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -26,15 +27,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from loadgen import (
+
+if not __package__:  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.loadgen import (
     METHODS,
     LoadConfig,
+    LoadgenError,
     LoadResult,
     build_arg_parser,
     check_loopback,
@@ -43,7 +49,7 @@ from loadgen import (
     parse_cpus,
     run_load,
 )
-from stubs import BENCH_DIR, load_stubs
+from benchmarks.stubs import BENCH_DIR, load_stubs
 
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -53,6 +59,9 @@ DEFAULT_SERVER_CPUS: tuple[int, ...] = (0,)
 # The hand-written baseline, as a server command line (run from the repo root).
 RAW_SERVER_CMD = "{python} benchmarks/raw_server.py --port {port}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Machine-wide lock held while a harness run measures (see bench_lock).
+LOCK_PATH = Path(os.environ.get("BLAZERPC_BENCH_LOCK", "/tmp/blazerpc-bench.lock"))
+LOCK_TIMEOUT_S = 900.0
 
 ServerCommand = str | Sequence[str]
 
@@ -115,6 +124,27 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat, not idle/iowait)."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = [int(v) for v in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # guest time is already counted in user/nice
+    return (sum(ticks[:8]) - idle) / CLK_TCK
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of one live process in MiB (0 if it is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass
 class ServerProcess:
     """A running server under test; use as a context manager to guarantee stop()."""
@@ -127,6 +157,9 @@ class ServerProcess:
     log_path: Path
     cpus: list[int] | None
     _log_file: Any = field(repr=False, default=None)
+    started_at: float = field(default_factory=time.monotonic)
+    ready_s: float = 0.0  # spawn to first correct answer
+    idle_rss_mib: float = 0.0  # memory of the process tree right after it became ready
 
     @property
     def address(self) -> str:
@@ -136,6 +169,10 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and its live descendants."""
         return sum(_cpu_seconds(p) for p in [self.proc.pid, *_children(self.proc.pid)])
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server and its live descendants, in MiB."""
+        return sum(_rss_mib(p) for p in [self.proc.pid, *_children(self.proc.pid)])
 
     def log_tail(self, lines: int = 30) -> str:
         """Last lines of the server's combined stdout/stderr."""
@@ -195,14 +232,13 @@ def wait_ready(
     timeout: float = 60.0,
     probe: Literal["add", "connect"] = "add",
 ) -> float:
-    """Poll until the server answers a real PredictAdd call; return seconds waited."""
-    t0 = time.monotonic()
+    """Poll until the server answers a real PredictAdd call (or accepts TCP, with
+    ``probe="connect"``, for servers without PredictAdd); return seconds since spawn."""
+    t0 = server.started_at
     last: BaseException | None = None
     while time.monotonic() - t0 < timeout:
         if server.proc.poll() is not None:
-            raise ServerStartError(
-                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
-            )
+            raise ServerStartError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
         try:
             asyncio.run(_probe_once(server.host, server.port, probe))
             return time.monotonic() - t0
@@ -215,9 +251,7 @@ def wait_ready(
         ) as exc:
             last = exc  # refused, reset, not serving yet: poll again
         time.sleep(0.1)
-    raise ServerStartError(
-        f"{server.name} not ready after {timeout}s (last error: {last!r}):\n{server.log_tail()}"
-    )
+    raise ServerStartError(f"{server.name} not ready after {timeout}s (last error: {last!r}):\n{server.log_tail()}")
 
 
 def start_server(
@@ -256,6 +290,7 @@ def start_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
     log_file = log_path.open("wb")
+    spawned = time.monotonic()
     proc = subprocess.Popen(
         argv,
         cwd=cwd or REPO_ROOT,
@@ -266,9 +301,10 @@ def start_server(
         start_new_session=True,
         preexec_fn=preexec,
     )
-    server = ServerProcess(name, argv, host, port, proc, log_path, cpus, log_file)
+    server = ServerProcess(name, argv, host, port, proc, log_path, cpus, log_file, started_at=spawned)
     try:
-        wait_ready(server, ready_timeout, probe)
+        server.ready_s = wait_ready(server, ready_timeout, probe)
+        server.idle_rss_mib = server.rss_mib()
     except BaseException:
         server.stop()
         raise
@@ -297,6 +333,7 @@ def client_cpus(server_cpus: Sequence[int] | None) -> list[int] | None:
 
 
 BUSY = 0.9  # a side using >= 90% of its cores is treated as the limit
+NOISY = 0.2  # other processes using >= 0.2 cores during a window make it unreliable
 
 
 def bottleneck(server_cpu: float, server_cores: int, client_cpu: float, client_cores: int) -> str:
@@ -314,27 +351,29 @@ def bottleneck(server_cpu: float, server_cores: int, client_cpu: float, client_c
 
 def measure(server: ServerProcess, cfg: LoadConfig, *, verbose: bool = False) -> dict[str, Any]:
     """Run one load config against ``server``; return a flat row incl. CPU use."""
-    marks: dict[str, float] = {}
+    marks: dict[str, tuple[float, float]] = {}
 
     def on_window(edge: Literal["start", "end"]) -> None:
-        marks[edge] = server.cpu_seconds()
+        marks[edge] = (server.cpu_seconds(), machine_busy_seconds())
 
     res = run_load(replace(cfg, target=server.address), on_window=on_window)
-    server_cpu = (marks["end"] - marks["start"]) / cfg.duration
-    row = result_row(server, res, server_cpu)
+    server_cpu = (marks["end"][0] - marks["start"][0]) / cfg.duration
+    machine_cpu = (marks["end"][1] - marks["start"][1]) / cfg.duration
+    row = result_row(server, res, server_cpu, machine_cpu)
     if verbose:
         print(
-            f"  {format_result(res)} server_cpu={server_cpu:.2f} limit={row['limit']}",
+            f"  {format_result(res)} server_cpu={server_cpu:.2f} other_cpu={row['other_cpu']:.2f} limit={row['limit']}",
             flush=True,
         )
     return row
 
 
-def result_row(server: ServerProcess, res: LoadResult, server_cpu: float) -> dict[str, Any]:
+def result_row(server: ServerProcess, res: LoadResult, server_cpu: float, machine_cpu: float) -> dict[str, Any]:
     """Flatten a LoadResult into the table/JSON row.
 
     CPU figures are cores used during the window (1.0 = one core fully busy);
-    client_cpu sums all load-generator processes.
+    client_cpu sums all load-generator processes; other_cpu is everything else
+    on the machine (other users' builds and tests), i.e. how noisy the run was.
     """
     cfg = res.config
     all_cpus = len(os.sched_getaffinity(0))
@@ -346,6 +385,10 @@ def result_row(server: ServerProcess, res: LoadResult, server_cpu: float) -> dic
         limit = "machine" if limit == "server" else limit
     else:
         limit = bottleneck(server_cpu, server_cores, client_cpu, client_cores)
+    ops_per_s = res.items_per_s if METHODS[cfg.scenario()][1] else res.rps
+    other_cpu = max(0.0, machine_cpu - server_cpu - client_cpu)
+    if other_cpu >= NOISY:
+        limit += " (noisy)"
     return {
         "server": server.name,
         "scenario": cfg.scenario(),
@@ -360,7 +403,11 @@ def result_row(server: ServerProcess, res: LoadResult, server_cpu: float) -> dic
         "errors": res.error_count,
         "server_cpu": round(server_cpu, 3),
         "client_cpu": round(client_cpu, 3),
+        "other_cpu": round(other_cpu, 3),
         "limit": limit,
+        # Server CPU per request (per item when streaming): comparable between
+        # servers even when the client, not the server, limited throughput.
+        "server_us_per_op": round(server_cpu * 1e6 / ops_per_s, 1) if ops_per_s else None,
         "items_per_s": round(res.items_per_s, 1),
         "ttfi_p50_ms": round(res.ttfi_p50_ms, 3),
         "result": res.to_dict(),
@@ -379,42 +426,99 @@ def median_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def run_suite(
-    server_name: str,
-    server_cmd: ServerCommand,
+@contextlib.contextmanager
+def bench_lock(path: Path = LOCK_PATH, timeout: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """Serialise harness runs machine-wide (flock), so two sessions benchmarking
+    at once do not corrupt each other's numbers. Yields False if it gave up
+    waiting after ``timeout`` s and runs anyway (the rows' other_cpu shows it)."""
+    with path.open("a") as fh:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    print(f"# lock {path} still held after {timeout:.0f}s; running anyway", flush=True)
+                    yield False
+                    return
+                if not told:
+                    print(f"# another benchmark holds {path}; waiting (up to {timeout:.0f}s)", flush=True)
+                    told = True
+                time.sleep(0.5)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_comparison(
+    servers: Mapping[str, ServerCommand],
     configs: Iterable[LoadConfig],
     *,
     pin: bool = True,
     server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
     repeats: int = 1,
     ready_timeout: float = 60.0,
+    probe: Literal["add", "connect"] = "add",
     env: dict[str, str] | None = None,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
-    """Start one server, run every config (``repeats`` times) against it, stop it.
+    """Start every server, run each config against each in turn, stop them all.
 
-    Targets are overwritten with the server's address; with ``pin``, configs
-    without explicit ``cpus`` get the CPUs the server does not use. With
-    repeats > 1 each config yields its median-rps run (see median_row).
+    Servers are interleaved (config 1: A, B; repeat: A, B; config 2: ...), so
+    drifting background load on a shared machine hits them alike instead of
+    favouring whichever ran first. Idle servers cost ~0 CPU meanwhile. Holds
+    bench_lock() throughout, so concurrent harness runs queue up. Targets
+    are overwritten with each server's address; with ``pin``, configs without
+    explicit ``cpus`` get the CPUs the servers do not use. With repeats > 1 a
+    row is the median-rps run (see median_row). Rows come config by config.
     """
+    configs = list(configs)
     rows: list[dict[str, Any]] = []
-    with running_server(
-        server_cmd,
-        name=server_name,
-        pin=pin,
-        server_cpus=server_cpus,
-        ready_timeout=ready_timeout,
-        env=env,
-    ) as server:
-        if verbose:
-            print(f"# {server_name}: {shlex.join(server.argv)}", flush=True)
-        spare = client_cpus(server.cpus)
+    with bench_lock(), contextlib.ExitStack() as stack:
+        started: dict[str, ServerProcess] = {}
+        for name, cmd in servers.items():
+            server = stack.enter_context(
+                running_server(
+                    cmd,
+                    name=name,
+                    pin=pin,
+                    server_cpus=server_cpus,
+                    ready_timeout=ready_timeout,
+                    probe=probe,
+                    env=env,
+                )
+            )
+            started[name] = server
+            if verbose:
+                print(
+                    f"# {name}: {shlex.join(server.argv)} (ready in {server.ready_s:.2f}s, "
+                    f"idle RSS {server.idle_rss_mib:.0f} MiB)",
+                    flush=True,
+                )
+        spare = client_cpus(list(server_cpus)) if pin else None
         for cfg in configs:
-            if pin and cfg.cpus is None:
+            if spare is not None and cfg.cpus is None:
                 cfg = replace(cfg, cpus=spare)
-            runs = [measure(server, cfg, verbose=verbose) for _ in range(repeats)]
-            rows.append(runs[0] if repeats == 1 else median_row(runs))
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in started}
+            for _ in range(repeats):
+                for name, server in started.items():
+                    runs[name].append(measure(server, cfg, verbose=verbose))
+            for name, server in started.items():
+                row = runs[name][0] if repeats == 1 else median_row(runs[name])
+                row["server_ready_s"] = round(server.ready_s, 3)
+                row["server_idle_rss_mib"] = round(server.idle_rss_mib, 1)
+                rows.append(row)
     return rows
+
+
+def run_suite(
+    server_name: str, server_cmd: ServerCommand, configs: Iterable[LoadConfig], **kwargs: Any
+) -> list[dict[str, Any]]:
+    """One server: start it, run every config, stop it (see run_comparison for kwargs)."""
+    return run_comparison({server_name: server_cmd}, configs, **kwargs)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -432,7 +536,9 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "errors",
     "server_cpu",
     "client_cpu",
+    "other_cpu",
     "limit",
+    "server_us_per_op",
 )
 STREAM_COLUMNS: tuple[str, ...] = ("tokens", "items_per_s", "ttfi_p50_ms")
 
@@ -507,7 +613,7 @@ def write_results(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: for each --server, start it and run the method x concurrency x rows matrix."""
+    """CLI: start every --server, run the method x rows x concurrency matrix on each, interleaved."""
     parser = build_arg_parser(matrix=True)
     parser.description = "Start server(s) under test and benchmark them (loopback only)"
     parser.add_argument("--name", required=True, help="writes results/<name>.json")
@@ -522,22 +628,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="0", help="server CPUs when pinned (default 0)")
     parser.add_argument("--repeats", type=int, default=1, help="report the median run")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--probe",
+        choices=["add", "connect"],
+        default="add",
+        help="readiness: a real PredictAdd call (default) or a TCP connect",
+    )
     args = parser.parse_args(argv)
     server_cpus = parse_cpus(args.server_cpus) or list(DEFAULT_SERVER_CPUS)
-    rows: list[dict[str, Any]] = []
+    servers: dict[str, str] = {}
     for spec in args.server:
         name, sep, cmd = spec.partition("=")
-        if not sep or not name:
-            parser.error(f"--server needs NAME=CMD, got {spec!r}")
-        rows += run_suite(
-            name,
-            cmd,
+        if not sep or not name or name in servers:
+            parser.error(f"--server needs a unique NAME=CMD, got {spec!r}")
+        servers[name] = cmd
+    try:
+        rows = run_comparison(
+            servers,
             matrix_configs(args),
             pin=not args.no_pin,
             server_cpus=server_cpus,
             repeats=args.repeats,
             ready_timeout=args.ready_timeout,
+            probe=args.probe,
         )
+    except (ServerStartError, LoadgenError, ValueError) as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
     path = write_results(args.name, rows, meta={"argv": sys.argv[1:] if argv is None else argv})
     print()
     print(markdown_table(rows))

@@ -29,10 +29,15 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from stubs import array_to_tensor, load_stubs, tensor_to_array
+
+if not __package__:  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stubs import array_to_tensor, load_stubs
 
 # Short scenario name -> (rpc name, server-streaming?)
 METHODS: dict[str, tuple[str, bool]] = {
@@ -53,8 +58,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 CALLS_PER_CHANNEL = 16  # auto channel count: one channel per this many in-flight calls
 MAX_AUTO_CHANNELS = 4
+DISTINCT_REQUESTS = 16  # per process; in-flight task i sends request i % 16
+WRONG_ANSWER = "WRONG_ANSWER"  # error key for an OK status with a wrong payload
 ERROR_BACKOFF_S = 0.001  # stops a failing call (e.g. refused) from spinning the loop
 SETUP_TIMEOUT_S = 60.0  # spawn + import + connect + validation per worker
+CONNECT_TIMEOUT_S = 10.0  # a loopback server that is up connects in milliseconds
 
 
 class LoadgenError(RuntimeError):
@@ -76,7 +84,7 @@ class LoadConfig:
     channels: int = 0  # channels per process; 0 = ceil(in-flight / 16), at most 4
     timeout: float = 10.0  # per-call deadline in seconds
     cpus: list[int] | None = None  # pin worker processes to these CPUs
-    validate: bool = True  # check one answer per channel before the run
+    validate: bool = True  # check every answer (a wrong one counts as WRONG_ANSWER)
 
     def scenario(self) -> str:
         """Normalise ``method`` to its short name."""
@@ -153,42 +161,68 @@ def _percentiles(values: np.ndarray[Any, Any], qs: list[float]) -> list[float]:
 # --------------------------------------------------------------------------- worker
 
 
-def _build_request(stubs: Any, cfg: LoadConfig, scenario: str) -> tuple[Any, Callable[[Any], None]]:
-    """One request message, reused for every call, and a checker for its answer."""
+Checker = Callable[[Any], str | None]  # answer -> None if right, else what is wrong
+
+
+def build_requests(stubs: Any, cfg: LoadConfig, scenario: str, seed: int) -> list[tuple[Any, Checker]]:
+    """Distinct requests (reused round-robin by the in-flight tasks), each with a checker.
+
+    Distinct inputs matter: a server that batches requests and splits the
+    results back wrongly returns a neighbour's answer, which identical requests
+    would hide. Checkers compare bytes, cheap enough for every response
+    (x[:, :10] * 2 is exact in float32, so the expected bytes are exact too).
+    """
     pb2 = stubs.pb2
-    rng = np.random.default_rng(0)
-    if scenario == "add":
-        a, b = 1.5, 2.25
+    rng = np.random.default_rng(seed)
+    out: list[tuple[Any, Checker]] = []
+    # Every tokens request is the same (n), and long streams make extra setup calls costly.
+    for k in range(1 if scenario == "tokens" else DISTINCT_REQUESTS):
+        if scenario == "add":
+            a, b = float(seed * DISTINCT_REQUESTS + k) + 0.5, 0.25
+            out.append((pb2.AddRequest(a=a, b=b), _check_add(a + b)))
+        elif scenario in ("classify", "slow"):
+            cols = 512 if scenario == "classify" else 16
+            x = rng.standard_normal((cfg.rows, cols), dtype=np.float32)
+            req_cls = pb2.ClassifyRequest if scenario == "classify" else pb2.SlowRequest
+            if scenario == "classify":
+                want = (x[:, :10] * 2).astype("<f4")
+                check = _check_tensor([cfg.rows, 10], want.tobytes())
+            else:  # the contract fixes only the shape of Slow's answer
+                check = _check_tensor([cfg.rows, 16], None)
+            out.append((req_cls(x=array_to_tensor(pb2, x)), check))
+        elif scenario == "tokens":
+            out.append((pb2.TokensRequest(n=cfg.tokens), _check_count(cfg.tokens)))
+        else:
+            raise ValueError(scenario)
+    return out
 
-        def check_add(resp: Any) -> None:
-            if resp.result != a + b:
-                raise LoadgenError(f"PredictAdd returned {resp.result}, want {a + b}")
 
-        return pb2.AddRequest(a=a, b=b), check_add
-    if scenario in ("classify", "slow"):
-        cols = 512 if scenario == "classify" else 16
-        x = rng.standard_normal((cfg.rows, cols), dtype=np.float32)
-        want = (x[:, :10] * 2) if scenario == "classify" else None
-        want_shape = (cfg.rows, 10) if scenario == "classify" else (cfg.rows, 16)
-        req_cls = pb2.ClassifyRequest if scenario == "classify" else pb2.SlowRequest
+def _check_add(want: float) -> Checker:
+    def check(resp: Any) -> str | None:
+        return None if resp.result == want else f"PredictAdd returned {resp.result}, want {want}"
 
-        def check_tensor(resp: Any) -> None:
-            got = tensor_to_array(resp.result)
-            if got.shape != want_shape or got.dtype != np.float32:
-                raise LoadgenError(f"{scenario}: got {got.dtype}{got.shape}, want {want_shape}")
-            if want is not None and not np.allclose(got, want):
-                raise LoadgenError(f"{scenario}: values differ from x[:, :10] * 2")
+    return check
 
-        return req_cls(x=array_to_tensor(pb2, x)), check_tensor
-    if scenario == "tokens":
-        n = cfg.tokens
 
-        def check_tokens(items: Any) -> None:
-            if len(items) != n or not all(isinstance(i.result, str) for i in items):
-                raise LoadgenError(f"PredictTokens yielded {len(items)} items, want {n}")
+def _check_tensor(shape: list[int], data: bytes | None) -> Checker:
+    nbytes = int(np.prod(shape)) * 4
 
-        return pb2.TokensRequest(n=n), check_tokens
-    raise ValueError(scenario)
+    def check(resp: Any) -> str | None:
+        t = resp.result
+        if t.dtype != "float32" or list(t.shape) != shape or len(t.data) != nbytes:
+            return f"got {t.dtype}{list(t.shape)} with {len(t.data)} bytes, want float32{shape}"
+        if data is not None and t.data != data:
+            return "values differ from x[:, :10] * 2 for this request"
+        return None
+
+    return check
+
+
+def _check_count(n: int) -> Checker:
+    def check(count: Any) -> str | None:
+        return None if count == n else f"PredictTokens yielded {count} items, want {n}"
+
+    return check
 
 
 async def _worker_main(
@@ -205,22 +239,26 @@ async def _worker_main(
     scenario = cfg.scenario()
     rpc, streaming = METHODS[scenario]
     stubs = load_stubs()
-    request, check = _build_request(stubs, cfg, scenario)
+    requests = build_requests(stubs, cfg, scenario, seed=index)
     n_channels = cfg.channels or min(MAX_AUTO_CHANNELS, max(1, math.ceil(concurrency / CALLS_PER_CHANNEL)))
     n_channels = max(1, min(n_channels, concurrency))
     channels = [grpc.aio.insecure_channel(cfg.target, options=CHANNEL_OPTIONS) for _ in range(n_channels)]
     try:
         methods = [getattr(stubs.pb2_grpc.InferenceServiceStub(ch), rpc) for ch in channels]
-        for ch, fn in zip(channels, methods, strict=True):
-            await asyncio.wait_for(ch.channel_ready(), timeout=SETUP_TIMEOUT_S / 2)
+        for ch in channels:
+            try:
+                await asyncio.wait_for(ch.channel_ready(), timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise LoadgenError(f"cannot connect to {cfg.target} within {CONNECT_TIMEOUT_S}s") from None
+        for k, (request, check) in enumerate(requests):  # every request once, every channel
+            fn = methods[k % n_channels]
             if streaming:
-                items = [item async for item in fn(request, timeout=cfg.timeout)]
-                if cfg.validate:
-                    check(items)
+                answer: Any = len([item async for item in fn(request, timeout=cfg.timeout)])
             else:
-                resp = await fn(request, timeout=cfg.timeout)
-                if cfg.validate:
-                    check(resp)
+                answer = await fn(request, timeout=cfg.timeout)
+            problem = check(answer)
+            if cfg.validate and problem:
+                raise LoadgenError(f"wrong answer from {cfg.target} {rpc}: {problem}")
         to_parent.put(("ready", index, None))
 
         loop = asyncio.get_running_loop()
@@ -242,13 +280,15 @@ async def _worker_main(
             await asyncio.sleep(max(0.0, w_end - time.monotonic()))
             cpu_marks.append(time.process_time())
 
-        async def unary_loop(fn: Any) -> None:
+        validate = cfg.validate
+
+        async def unary_loop(fn: Any, request: Any, check: Checker) -> None:
             while True:
                 t0 = time.monotonic()
                 if t0 >= w_end:
                     return
                 try:
-                    await fn(request, timeout=cfg.timeout)
+                    resp = await fn(request, timeout=cfg.timeout)
                 except grpc.aio.AioRpcError as exc:
                     t1 = time.monotonic()
                     if w_start <= t1 <= w_end:
@@ -257,9 +297,12 @@ async def _worker_main(
                     continue
                 t1 = time.monotonic()
                 if w_start <= t1 <= w_end:
-                    lat.append(t1 - t0)
+                    if validate and check(resp):
+                        errors[WRONG_ANSWER] += 1
+                    else:
+                        lat.append(t1 - t0)
 
-        async def stream_loop(fn: Any) -> None:
+        async def stream_loop(fn: Any, request: Any, check: Checker) -> None:
             nonlocal items_in_window
             while True:
                 t0 = time.monotonic()
@@ -280,6 +323,9 @@ async def _worker_main(
                     continue
                 t1 = time.monotonic()
                 if w_start <= t1 <= w_end:
+                    if validate and check(count):
+                        errors[WRONG_ANSWER] += 1
+                        continue
                     lat.append(t1 - t0)
                     if count:
                         ttfi.append(first - t0)
@@ -287,12 +333,12 @@ async def _worker_main(
 
         await asyncio.sleep(max(0.0, t_start - time.monotonic()))
         body = stream_loop if streaming else unary_loop
-        tasks = [asyncio.create_task(body(methods[i % n_channels])) for i in range(concurrency)]
+        tasks = [
+            asyncio.create_task(body(methods[i % n_channels], *requests[i % len(requests)])) for i in range(concurrency)
+        ]
         probe = asyncio.create_task(cpu_probe())
         # Calls still in flight at w_end are not counted; bound the wait for them.
-        done, pending = await asyncio.wait(
-            tasks, timeout=max(0.0, w_end - time.monotonic()) + cfg.timeout + 1.0
-        )
+        done, pending = await asyncio.wait(tasks, timeout=max(0.0, w_end - time.monotonic()) + cfg.timeout + 1.0)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -327,9 +373,11 @@ def _worker(
         os.sched_setaffinity(0, set(cfg.cpus))
     try:
         asyncio.run(_worker_main(index, cfg, concurrency, to_parent, start_event, start_at))
-    except BaseException:  # report everything, then die with it (non-zero exit)
+    except Exception:  # the parent prints it; printing here too would double it
         to_parent.put(("error", index, traceback.format_exc()))
-        raise
+        to_parent.close()
+        to_parent.join_thread()
+        raise SystemExit(1) from None
 
 
 # --------------------------------------------------------------------------- parent
@@ -490,10 +538,10 @@ def build_arg_parser(matrix: bool = False) -> argparse.ArgumentParser:
         "--concurrency",
         "-c",
         type=num,
-        default=16,
+        default="16",
         help=f"total in-flight calls{lists}",
     )
-    p.add_argument("--rows", type=num, default=1, help=f"tensor rows, classify/slow{lists}")
+    p.add_argument("--rows", type=num, default="1", help=f"tensor rows, classify/slow{lists}")
     p.add_argument("--duration", "-d", type=float, default=5.0, help="measured seconds")
     p.add_argument("--warmup", "-w", type=float, default=1.0, help="unmeasured seconds first")
     p.add_argument("--processes", "-p", type=int, default=1, help="client worker processes")
@@ -544,7 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_arg_parser()
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = parser.parse_args(argv)
-    res = run_load(config_from_args(args))
+    try:
+        res = run_load(config_from_args(args))
+    except (LoadgenError, ValueError) as exc:
+        print(f"loadgen: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(res.to_dict(), indent=2) if args.json else format_result(res))
     return 0 if res.error_count == 0 else 1
 

@@ -18,13 +18,18 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
-from stubs import Stubs, array_to_tensor, load_stubs, tensor_to_array
+
+if not __package__:  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stubs import Stubs, array_to_tensor, load_stubs, tensor_to_array
 
 MAX_TOKENS = 1_000_000  # keeps a bad request from streaming forever
 

@@ -1,9 +1,12 @@
 """Compile ``protos/bench.proto`` into grpcio and grpclib stubs, and tensor helpers.
 
 The stubs are generated at run time (never checked in) so they always match the
-installed protoc/protobuf versions. Output goes to a cache directory keyed by
-the proto text and tool versions, so repeated runs and spawned worker processes
-reuse one compilation.
+installed protoc/protobuf versions. Output goes to ``benchmarks/_gen/<key>``,
+keyed by the proto text and tool versions, so repeated runs and spawned worker
+processes reuse one compilation. The modules are imported as top-level
+``bench_pb2`` / ``bench_pb2_grpc`` / ``bench_grpc`` (that is how protoc makes
+them refer to each other), so load them in processes that do not also import
+another ``bench.proto`` into protobuf's default descriptor pool.
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ def _cache_key() -> str:
 
 
 def default_gen_dir() -> Path:
-    """Cache directory for stubs (env override, else the system temp dir)."""
+    """Cache directory for stubs: ``$BLAZERPC_BENCH_GEN_DIR`` or ``benchmarks/_gen`` (git-ignored)."""
     base = os.environ.get(GEN_DIR_ENV)
-    root = Path(base) if base else Path(tempfile.gettempdir()) / "blazerpc-bench-gen"
+    root = Path(base) if base else BENCH_DIR / "_gen"
     return root / _cache_key()
 
 
