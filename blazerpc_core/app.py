@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import pluggy
+from grpclib.const import Status
 
+from blazerpc_core.error_map import ErrorMap
 from blazerpc_core.errors import RegistrationError
-from blazerpc_core.registry import DEFAULT_VERSION, ModelRegistry, ModelSpec, make_spec
+from blazerpc_core.registry import DEFAULT_VERSION, SPEC_ATTR, ModelRegistry, ModelSpec, as_spec, make_spec
 from blazerpc_core.settings import BatchSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
-SPEC_ATTR = "__blazerpc_model__"
 
 
 def _batching(**knobs: Any) -> BatchSettings:
@@ -54,16 +55,6 @@ def model(
     return decorate
 
 
-def as_spec(obj: Any) -> ModelSpec:
-    """The spec behind a decorated function (or a spec itself)."""
-    if isinstance(obj, ModelSpec):
-        return obj
-    spec = getattr(obj, SPEC_ATTR, None)
-    if isinstance(spec, ModelSpec):
-        return spec
-    raise RegistrationError(f"{obj!r} is not a model: decorate it with blazerpc_core.model(...)")
-
-
 class BlazeApp:
     """A set of models served together, with app-wide batching defaults.
 
@@ -90,6 +81,7 @@ class BlazeApp:
         max_latency_ms: float | None = None,
         policy: str | None = None,
         plugins: Sequence[Any] = (),
+        error_map: Mapping[type[BaseException], Status | str] | None = None,
     ) -> None:
         self.batching = _batching(
             batch=batch, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
@@ -98,6 +90,9 @@ class BlazeApp:
         )
         #: Plugins (modules or objects with hook implementations) this app needs.
         self.plugins = list(plugins)
+        if error_map:
+            # Exceptions the models raise → statuses, e.g. {ValueError: "INVALID_ARGUMENT"}.
+            self.plugins.append(ErrorMap(error_map))
         self.registry = ModelRegistry()
         self._pm: pluggy.PluginManager | None = None
 
@@ -146,11 +141,14 @@ class BlazeApp:
 
     def _check(self, spec: ModelSpec) -> None:
         from blazerpc_core.plugins import make_plugin_manager
+        from blazerpc_core.runtime.plan import plan_batching
         from blazerpc_core.schema.builder import SchemaBuilder
 
         if self._pm is None:
             self._pm = make_plugin_manager(plugins=self.plugins)
-        SchemaBuilder(self._pm).method_fields(spec)
+        inputs, outputs, record = SchemaBuilder(self._pm).method_fields(spec)
+        # Opting in a model that cannot be batched fails here, at the decorated line.
+        plan_batching(spec, inputs, outputs, record)
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self.registry)

@@ -17,6 +17,7 @@ import pluggy
 
 from blazerpc_core.discovery import Discovered, build_registry, discover
 from blazerpc_core.errors import PluginError, RegistrationError
+from blazerpc_core.observability.logformat import configure_logging
 from blazerpc_core.plugins import describe_plugins, disabled_from_env, make_plugin_manager
 from blazerpc_core.registry import ModelRegistry
 from blazerpc_core.schema.builder import FILE_NAME, build_schema
@@ -36,7 +37,9 @@ def _plugin_manager(disabled: tuple[str, ...] = ()) -> pluggy.PluginManager:
         raise click.ClickException(str(exc)) from exc
 
 
-def _load(targets: tuple[str, ...], settings: ServeSettings, pm: pluggy.PluginManager) -> tuple[list[Discovered], ModelRegistry]:
+def _load(
+    targets: tuple[str, ...], settings: ServeSettings, pm: pluggy.PluginManager
+) -> tuple[list[Discovered], ModelRegistry]:
     try:
         found = discover(targets, settings, pm)
         for item in found:
@@ -56,19 +59,29 @@ def _option(*names: str, env: str, **kwargs: Any) -> Any:
 def serve_options() -> list[Any]:
     return [
         _option("--host", env="HOST", default="127.0.0.1", show_default=True, help="Address to bind."),
-        _option("--port", env="PORT", type=int, default=50051, show_default=True, help="Port to bind (0: any free port)."),
+        _option("--port", env="PORT", type=int, default=50051, show_default=True,
+                help="Port to bind (0: any free port)."),
         _option("--workers", env="WORKERS", type=click.IntRange(min=1), default=1, show_default=True,
                 help="Server processes sharing the port (SO_REUSEPORT) under one supervisor."),
         _option("--grace-period", env="GRACE_PERIOD", type=float, default=10.0, show_default=True,
                 help="Seconds in-flight calls get to finish after SIGTERM/SIGINT."),
         _option("--max-threads", "max_workers", env="MAX_THREADS", type=int, default=None,
                 help="Size of the thread pool that runs sync model code."),
-        _option("--max-batch-size", env="MAX_BATCH_SIZE", type=int, default=None,
-                help="Default rows per batch for batched models."),
-        _option("--batch-timeout-ms", env="BATCH_TIMEOUT_MS", type=float, default=None,
-                help="Default longest wait (ms) of the oldest queued request."),
-        _option("--max-queue-size", env="MAX_QUEUE_SIZE", type=int, default=None,
-                help="Default queue bound (rows) per batched model."),
+        _option("--inline-budget-us", env="INLINE_BUDGET_US", type=float, default=100.0, show_default=True,
+                help="Sync models measured to finish well within this run on the event loop instead of "
+                     "the thread pool (0: always use the pool)."),
+        _option("--max-batch-size", env="MAX_BATCH_SIZE", type=click.IntRange(min=1), default=None,
+                help="Default rows per batch for batched models [32]."),
+        _option("--batch-timeout-ms", env="BATCH_TIMEOUT_MS", type=click.FloatRange(min=0), default=None,
+                help="Default longest wait (ms) of the oldest queued request [5]."),
+        _option("--max-queue-size", env="MAX_QUEUE_SIZE", type=click.IntRange(min=1), default=None,
+                help="Default queue bound (rows) per batched model [1024]."),
+        _option("--max-concurrent-batches", env="MAX_CONCURRENT_BATCHES", type=click.IntRange(min=1),
+                default=None, help="Default batches of one model running at once [1]."),
+        _option("--max-latency-ms", env="MAX_LATENCY_MS", type=click.FloatRange(min=1), default=None,
+                help="Default latency target (ms) of the adaptive batching policy [100]."),
+        _option("--batch-policy", env="BATCH_POLICY", default=None,
+                help="Default batching policy: size-or-timeout, adaptive, or one a plugin adds."),
         _option("--metrics-port", env="METRICS_PORT", type=int, default=None,
                 help="Serve Prometheus metrics over HTTP on this port."),
         _option("--tls-cert", env="TLS_CERT", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -95,6 +108,9 @@ def settings_from(options: dict[str, Any], plugin_names: list[str]) -> ServeSett
         max_batch_size=options.pop("max_batch_size"),
         batch_timeout_ms=options.pop("batch_timeout_ms"),
         max_queue_size=options.pop("max_queue_size"),
+        max_concurrent_batches=options.pop("max_concurrent_batches"),
+        max_latency_ms=options.pop("max_latency_ms"),
+        policy=options.pop("batch_policy"),
     )
     options.pop("log_level", None)
     disabled = tuple(options.pop("disabled_plugins") or ()) + disabled_from_env()
@@ -116,12 +132,15 @@ def banner(found: list[Discovered], registry: ModelRegistry, address: str) -> st
 def _serve(targets: tuple[str, ...], options: dict[str, Any], plugin_names: list[str]) -> None:
     from blazerpc_core.server.serve import BlazeServer
 
-    logging.basicConfig(level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(options["log_level"], options["log_format"])
     settings = settings_from(options, plugin_names)
-    if settings.workers > 1:
-        from blazerpc_core.server.supervisor import supervise
+    from blazerpc_core.server.supervisor import supervise, worker_id
 
-        sys.exit(supervise(settings.workers, grace_period=settings.grace_period))
+    if settings.workers > 1 and worker_id() is None:
+        if settings.port == 0:
+            raise click.ClickException("--workers needs a fixed --port: each worker would bind its own with 0")
+        # Workers re-execute this command line; see blazerpc_core.server.supervisor.
+        sys.exit(supervise(sys.argv[1:], settings.workers, grace_period=settings.grace_period))
     pm = _plugin_manager(settings.disabled_plugins)
     found, registry = _load(targets, settings, pm)
     try:
@@ -148,7 +167,10 @@ def make_cli() -> click.Group:
     try:
         pm = make_plugin_manager()
         for batch in pm.hook.blazerpc_cli_options():
-            plugin_options.extend(batch or ())
+            for option in batch or ():
+                # Framework plugins share some options (--name); the first declaration wins.
+                if all(o.name != option.name for o in plugin_options):
+                    plugin_options.append(option)
     except PluginError as exc:
         click.echo(f"warning: {exc}", err=True)
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pluggy
 
-from blazerpc_core.app import SPEC_ATTR, BlazeApp, as_spec
+from blazerpc_core.app import BlazeApp
 from blazerpc_core.errors import PluginError, RegistrationError
 from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.registry import ModelRegistry, ModelSpec
+from blazerpc_core.registry import SPEC_ATTR, ModelRegistry, ModelSpec, as_spec
 from blazerpc_core.settings import ServeSettings
 
 MODELS_GROUP = "blazerpc.models"
@@ -151,5 +151,5 @@ def build_registry(found: Iterable[Discovered], pm: pluggy.PluginManager) -> Mod
     for item in found:
         for spec in item.specs:
             registry.register(spec)
-    pm.hook.blazerpc_register_models(register=lambda obj: registry.register(as_spec(obj)))
+    pm.hook.blazerpc_register_models(register=registry.register)
     return registry

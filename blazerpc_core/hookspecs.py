@@ -40,11 +40,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def blazerpc_register_models(register: Callable[[ModelSpec], None]) -> None:
+def blazerpc_register_models(register: Callable[[Any], None]) -> None:
     """Add models to the server.
 
-    Call ``register(spec)`` once per model, where ``spec`` was made with the
-    :func:`blazerpc_core.model` decorator. ``register`` raises
+    Call ``register(model)`` once per model, where ``model`` is a function decorated
+    with :func:`blazerpc_core.model` (or its :class:`ModelSpec`). ``register`` raises
     :class:`~blazerpc_core.errors.RegistrationError` at once for a duplicate or invalid
     name. Called once while the registry is built; every implementation runs.
     """
@@ -128,15 +128,16 @@ def blazerpc_cli_options() -> Sequence[click.Option] | None:
 
 @hookspec
 def blazerpc_startup(context: ServerContext) -> Awaitable[None] | None:
-    """Run once after the server is built and before health reports SERVING.
+    """Called once after the server has bound its port, before health reports SERVING.
 
-    May return an awaitable (it is awaited). Use it to open resources and warm up.
+    May return an awaitable (it is awaited). Until every startup hook finishes, health
+    answers NOT_SERVING and calls get UNAVAILABLE: load and warm models here.
     """
 
 
 @hookspec
 def blazerpc_shutdown(context: ServerContext) -> Awaitable[None] | None:
-    """Run once after in-flight calls have drained, before the process exits.
+    """Called once after in-flight calls have drained, before the process exits.
 
     May return an awaitable (it is awaited). Use it to release resources.
     """

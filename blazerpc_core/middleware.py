@@ -24,9 +24,21 @@ class CallContext:
     """What middleware and the runtime know about one call."""
 
     __slots__ = (
-        "model", "rpc", "path", "metadata", "peer", "deadline", "state", "inputs",
-        "trailing_metadata", "start", "status", "status_message", "on_done",
-        "messages_in", "messages_out",
+        "deadline",
+        "inputs",
+        "messages_in",
+        "messages_out",
+        "metadata",
+        "model",
+        "on_done",
+        "path",
+        "peer",
+        "rpc",
+        "start",
+        "state",
+        "status",
+        "status_message",
+        "trailing_metadata",
     )
 
     def __init__(

@@ -27,6 +27,14 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tensors", "blazerpc_core.schema.tensors"),
     ("batching", "blazerpc_core.runtime.policies"),
     ("python-targets", "blazerpc_core.discovery"),
+    ("error-map", "blazerpc_core.error_map"),
+    # Middleware plugins: their order here is the chain's order, outermost first.
+    ("request-id", "blazerpc_core.observability.request_id"),
+    ("tracing", "blazerpc_core.observability.tracing"),
+    ("access-log", "blazerpc_core.observability.access_log"),
+    ("metrics", "blazerpc_core.observability.metrics"),
+    ("auth", "blazerpc_core.security.auth"),
+    ("rate-limit", "blazerpc_core.security.ratelimit"),
 )
 
 

@@ -22,9 +22,11 @@ from blazerpc_core.settings import BatchSettings
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*([._-][A-Za-z0-9]+)*$")
 _VERSION = re.compile(r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$")
 DEFAULT_VERSION = "1"
+#: Attribute under which the ``model`` decorator attaches a spec to its function.
+SPEC_ATTR = "__blazerpc_model__"
 
 
-class Streaming(str, enum.Enum):
+class Streaming(enum.StrEnum):
     """The gRPC shape of a model's rpc."""
 
     UNARY = "unary"
@@ -176,6 +178,16 @@ def version_key(version: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._-]", version))
 
 
+def as_spec(obj: Any) -> ModelSpec:
+    """The spec behind a decorated function (or a spec itself)."""
+    if isinstance(obj, ModelSpec):
+        return obj
+    spec = getattr(obj, SPEC_ATTR, None)
+    if isinstance(spec, ModelSpec):
+        return spec
+    raise RegistrationError(f"{obj!r} is not a model: decorate it with blazerpc_core.model(...)")
+
+
 class ModelRegistry:
     """All models to serve; knows which version is the default and every rpc name."""
 
@@ -183,12 +195,9 @@ class ModelRegistry:
         self._specs: dict[tuple[str, str], ModelSpec] = {}
         self._pascal_owner: dict[str, str] = {}
 
-    def register(self, spec: ModelSpec) -> None:
-        """Add ``spec``; raises :class:`RegistrationError` for duplicates and collisions."""
-        if not isinstance(spec, ModelSpec):
-            raise RegistrationError(
-                f"register() takes a model made with the blazerpc_core.model decorator, not {spec!r}"
-            )
+    def register(self, model: Any) -> None:
+        """Add a model (a spec or a decorated function); refuses duplicates and collisions."""
+        spec = as_spec(model)
         key = (spec.name, spec.version)
         if key in self._specs:
             raise RegistrationError(f"model {spec.name!r} version {spec.version!r} is already registered")

@@ -53,6 +53,8 @@ class ServeSettings:
     workers: int = 1
     grace_period: float = 10.0
     max_workers: int | None = None
+    #: Sync functions consistently faster than this run inline on the loop (0: never).
+    inline_budget_us: float = 100.0
     batching: BatchSettings = field(default_factory=BatchSettings)
     metrics_port: int | None = None
     tls_cert: str | None = None

@@ -82,7 +82,9 @@ def _still_serving(pb2, stub):
     assert list(reply.result.shape) == [1, 2]
 
 
-@pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80"], ids=["garbage", "truncated", "bad-varint"])
+@pytest.mark.parametrize(
+    "payload", [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80"], ids=["garbage", "truncated", "bad-varint"]
+)
 def test_undecodable_bytes_are_invalid_argument(client, payload):
     pb2, stub, channel = client
     code, details = _status(channel.unary_unary("/blazerpc.InferenceService/PredictClassify"), payload)

@@ -98,10 +98,10 @@ class _Raw:
         self.data = data
 
     @classmethod
-    def FromString(cls, data: bytes) -> _Raw:  # noqa: N802 - protobuf codec protocol
+    def FromString(cls, data: bytes) -> _Raw:
         return cls(data)
 
-    def SerializeToString(self) -> bytes:  # noqa: N802
+    def SerializeToString(self) -> bytes:
         return self.data
 
 

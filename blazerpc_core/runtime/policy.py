@@ -2,7 +2,9 @@
 
 ``blazerpc_batching_policy`` returns a :class:`BatchingPolicy`; the server asks it once
 per model for a :class:`Runner`, and every request of that model goes through
-``runner.submit``.
+``runner.submit``. Unbatched models get a :class:`DirectRunner`; batched ones a
+:class:`~blazerpc_core.runtime.batcher.Batcher`, which a plugin can reuse with its own
+:class:`~blazerpc_core.runtime.dispatch.DispatchRule` (see docs/batching.md).
 """
 
 from __future__ import annotations

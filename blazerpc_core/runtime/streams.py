@@ -1,117 +1,317 @@
-"""Bridges between sync iterators running in threads and the event loop.
+"""Bridges between sync iterators run in pool threads and the event loop.
 
-A sync generator runs in one pool thread for the life of its stream and hands items to
-the loop through a small bounded buffer: at most ``ahead`` items are computed before the
-client reads them (flow control), and the loop is woken only when it is waiting (cheap
-per item). Closing the stream stops the generator in its own thread, so user ``finally``
-blocks run.
+Sync model code must never block the loop, and a stream must never hold a pool thread
+while it waits for a slow client (a handful of slow readers would starve every other
+sync model). Both bridges therefore hand items over through a small bounded buffer:
+
+* :class:`ThreadedIterator` (sync generator → loop): a pool task computes items until
+  ``ahead`` items (or ``ahead_bytes``) are buffered, then returns its thread; the loop
+  submits the next task once the buffer is half empty. One thread hop per ``ahead // 2``
+  items, not one per item, and a bounded amount computed ahead of the client.
+* :class:`LoopIterator` (loop → sync model code): a pump task on the loop reads at most
+  ``ahead`` messages ahead of the model; the model's thread blocks only when the buffer is
+  empty. Not reading is what applies HTTP/2 flow control to the sending client.
+
+Either bridge can be closed from the loop at any time; user ``finally`` blocks then run
+in a pool thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-_END = object()
+from blazerpc_core.errors import Unavailable
+
+log = logging.getLogger("blazerpc.streams")
+
+#: Items a sync generator may compute ahead of the client...
+DEFAULT_AHEAD = 256
+#: ...and bytes (of str, bytes and array items; other items count as none).
+DEFAULT_AHEAD_BYTES = 1 << 20
+#: Request messages a sync client-streaming model may have received but not yet read.
+DEFAULT_READ_AHEAD = 16
+#: Items one pool task computes before giving its thread to queued work (fairness).
+DEFAULT_BURST = 256
 
 
 class ThreadedIterator:
-    """An async iterator over ``make_iterable()`` evaluated in a pool thread."""
+    """An async iterator over ``make_iterable()``, stepped in pool threads in bursts.
 
-    def __init__(self, make_iterable: Callable[[], Iterable[Any]], pool: ThreadPoolExecutor, *, ahead: int = 8) -> None:
+    ``make_iterable`` itself runs in the pool (it may be a sync model call that builds the
+    iterator). Each item is handed to the loop as soon as it is computed, so latency is
+    per item even though thread hops are batched: a refill task is submitted only when
+    the buffer is half empty. Measured: ~1 µs of CPU per item, against ~50 µs for a hop
+    per item (docs/streaming.md).
+    """
+
+    def __init__(
+        self,
+        make_iterable: Callable[[], Iterable[Any]],
+        pool: ThreadPoolExecutor,
+        *,
+        ahead: int = DEFAULT_AHEAD,
+        ahead_bytes: int = DEFAULT_AHEAD_BYTES,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        if ahead < 1 or ahead_bytes < 1 or burst < 1:
+            raise ValueError("ahead, ahead_bytes and burst must be at least 1")
         self._loop = asyncio.get_running_loop()
         self._make = make_iterable
-        self._items: deque[Any] = deque()
+        self._pool = pool
+        self._ahead = ahead
+        self._ahead_bytes = ahead_bytes
+        self._burst = burst
         self._lock = threading.Lock()
-        self._space = threading.Semaphore(ahead)
-        self._waiter: asyncio.Future[None] | None = None
-        self._stopped = False
+        # deque appends and pops are atomic, so the consumer pops without the lock; the
+        # lock orders everything that decides who waits for whom. Byte counts have a
+        # single writer each (producer / consumer).
+        self._items: deque[Any] = deque()
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._iterator: Iterator[Any] | None = None
+        # Guarded by _lock. _filling: a pool task is queued or running (at most one is, so
+        # the generator is never entered twice at once).
+        self._filling = True
+        self._ended = False
+        self._stopping = False
         self._error: BaseException | None = None
-        self._done = pool.submit(self._produce)
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._submit()
 
-    def _produce(self) -> None:
-        iterator: Iterator[Any] | None = None
+    # -- pool side ------------------------------------------------------------------------
+
+    def _submit(self) -> None:
         try:
-            iterator = iter(self._make())
-            for item in iterator:
-                self._put(item)
-                self._space.acquire()
-                if self._stopped:
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._error = exc
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:  # noqa: BLE001
-                    self._error = self._error or exc
-            self._put(_END)
+            future = self._pool.submit(self._fill)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self._close_elsewhere()
+            return
+        future.add_done_callback(self._check_ran)
 
-    def _put(self, item: Any) -> None:
+    def _check_ran(self, future: Future[None]) -> None:
+        # A pool shut down with cancel_futures drops queued tasks silently; the iterator
+        # must still be closed, or user finally blocks would run at garbage collection.
+        if future.cancelled():
+            self._close_elsewhere()
+
+    def _close_elsewhere(self) -> None:
         with self._lock:
-            self._items.append(item)
+            self._stopping = True
+            self._error = self._error or Unavailable("the server is shutting down")
+        threading.Thread(target=self._fill, name="blazerpc-stream-close", daemon=True).start()
+
+    def _full(self) -> bool:
+        return len(self._items) >= self._ahead or self._bytes_in - self._bytes_out >= self._ahead_bytes
+
+    def _fill(self) -> None:
+        ended = False
+        error: BaseException | None = None
+        try:
+            if self._iterator is None and not self._stopping:
+                self._iterator = iter(self._make())
+            for _ in range(self._burst):
+                if self._stopping or self._iterator is None:
+                    break
+                item = next(self._iterator)
+                self._bytes_in += _size(item)
+                self._items.append(item)
+                with self._lock:
+                    woken, self._waiter = self._waiter, None
+                self._wake(woken)
+                if self._full():
+                    break
+        except StopIteration:
+            ended = True
+        except BaseException as exc:  # handed to the consumer
+            ended, error = True, exc
+        if self._stopping and not ended:
+            self._close_iterator()
+            ended = True
+        with self._lock:
+            if ended:
+                self._ended = True
+                self._error = error or self._error
+            # A spent burst with room left continues in a fresh task, behind queued work.
+            again = not self._ended and not self._stopping and not self._full()
+            self._filling = again
             waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+            idle = None
+            if not again:
+                idle, self._idle = self._idle, None
+        if again:
+            self._submit()
+        self._wake(waiter)
+        self._wake(idle)
+
+    def _close_iterator(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:  # nobody is left to receive it
+            log.warning("closing a model's stream raised", exc_info=True)
+
+    def _wake(self, future: asyncio.Future[None] | None) -> None:
+        if future is not None:
+            # A closed loop means nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, future)
+
+    # -- loop side ------------------------------------------------------------------------
 
     def __aiter__(self) -> ThreadedIterator:
         return self
 
     async def __anext__(self) -> Any:
+        items = self._items
         while True:
+            if items:
+                item = items.popleft()
+                self._bytes_out += _size(item)
+                if not self._filling and self._low():
+                    self._refill()
+                return item
             with self._lock:
-                if self._items:
-                    item = self._items.popleft()
-                    break
+                if items:
+                    continue
+                if self._ended or self._stopping:
+                    error, self._error = self._error, None
+                    if error is not None:
+                        raise error
+                    raise StopAsyncIteration
                 waiter = self._waiter = self._loop.create_future()
+            if not self._filling:
+                self._refill()
             await waiter
-        if item is _END:
-            self._items.appendleft(_END)
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            raise StopAsyncIteration
-        self._space.release()
-        return item
+
+    def _low(self) -> bool:
+        return len(self._items) <= self._ahead // 2 and self._bytes_in - self._bytes_out <= self._ahead_bytes // 2
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._filling or self._ended or self._stopping:
+                return
+            self._filling = True
+        self._submit()
 
     async def aclose(self) -> None:
-        """Stop the producer (its generator's ``close()`` runs in its thread) and wait for it."""
-        self._stopped = True
-        self._space.release()
-        await asyncio.wrap_future(self._done)
+        """Stop computing items and close the iterator in a pool thread; wait until it is closed.
 
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        An item being computed is finished first: a running ``next()`` cannot be interrupted.
+        """
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                self._items.clear()
+            start = not self._filling and not self._ended
+            if start:
+                self._filling = True
+            idle = None
+            if self._filling:
+                idle = self._idle = self._idle or self._loop.create_future()
+        if start:
+            self._submit()
+        if idle is not None:
+            await asyncio.shield(idle)
 
 
 class LoopIterator:
-    """A sync iterator, for code in a thread, that pulls items from an async iterator on the loop."""
+    """A sync iterator for model code in a thread, fed from an async iterator on the loop.
 
-    def __init__(self, source: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self._source = source
-        self._loop = loop
+    Create it on the loop. ``aclose(error)`` stops the pump and makes a thread blocked in
+    ``next()`` (or its next call) raise ``error``, so user code unwinds and its ``finally``
+    blocks run.
+    """
+
+    def __init__(self, source: AsyncIterator[Any], *, ahead: int = DEFAULT_READ_AHEAD) -> None:
+        if ahead < 1:
+            raise ValueError("ahead must be at least 1")
+        self._loop = asyncio.get_running_loop()
+        self._ahead = ahead
+        self._cond = threading.Condition()
+        # Guarded by _cond: buffered items, whether the source ended (and how), and whether
+        # the pump is paused on a full buffer.
+        self._items: deque[Any] = deque()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._paused = False
+        self._resume = asyncio.Event()
+        self._pump = self._loop.create_task(self._run(source))
+
+    async def _run(self, source: AsyncIterator[Any]) -> None:
+        error: BaseException | None = None
+        try:
+            async for item in source:
+                with self._cond:
+                    self._items.append(item)
+                    if len(self._items) >= self._ahead:
+                        self._resume.clear()
+                        self._paused = True
+                    self._cond.notify()
+                    paused = self._paused
+                if paused:
+                    await self._resume.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # raised in the model's thread
+            error = exc
+        finally:
+            with self._cond:
+                if not self._ended:
+                    self._ended = True
+                    self._error = error
+                self._cond.notify_all()
 
     def __iter__(self) -> LoopIterator:
         return self
 
     def __next__(self) -> Any:
-        future = asyncio.run_coroutine_threadsafe(_next_or_end(self._source), self._loop)
-        item = future.result()
-        if item is _END:
-            raise StopIteration
+        with self._cond:
+            while not self._items and not self._ended:
+                self._cond.wait()
+            if not self._items:
+                error, self._error = self._error, None
+                if error is not None:
+                    raise error
+                raise StopIteration
+            item = self._items.popleft()
+            resume = self._paused and len(self._items) <= self._ahead // 2
+            if resume:
+                self._paused = False
+        if resume:
+            self._loop.call_soon_threadsafe(self._resume.set)
         return item
 
+    async def aclose(self, error: BaseException | None = None) -> None:
+        """Stop reading; the model's thread sees ``error`` (or the end) at its next item."""
+        with self._cond:
+            if not self._ended:
+                self._ended = True
+                self._error = error
+                self._items.clear()
+            self._cond.notify_all()
+        if not self._pump.done():
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
 
-async def _next_or_end(source: AsyncIterator[Any]) -> Any:
-    try:
-        return await source.__anext__()
-    except StopAsyncIteration:
-        return _END
+
+def _size(item: Any) -> int:
+    """Bytes an item holds, for the buffer bound: cheap and exact for the common big items."""
+    if isinstance(item, (bytes, bytearray, str, memoryview)):
+        return len(item)
+    nbytes = getattr(item, "nbytes", None)
+    return nbytes if isinstance(nbytes, int) else 0
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -19,7 +19,7 @@ from blazerpc_core.errors import RegistrationError
 from blazerpc_core.registry import ModelRegistry, ModelSpec
 from blazerpc_core.schema.builtin_types import is_record, record_fields
 from blazerpc_core.schema.codec import MessageCodec
-from blazerpc_core.schema.fields import T, FieldMapping
+from blazerpc_core.schema.fields import FieldMapping, T
 
 PACKAGE = "blazerpc"
 FILE_NAME = "blaze_service.proto"
@@ -201,7 +201,7 @@ def _add_fields(
 ) -> None:
     optional_fields = []
     for number, (name, mapping) in enumerate(fields, start=1):
-        field = message.field.add(name=name, number=number, type=mapping.type, json_name=_json_name(name))  # type: ignore[arg-type]
+        field = message.field.add(name=name, number=number, type=mapping.type, json_name=_json_name(name))
         field.label = T.LABEL_REPEATED if mapping.repeated else T.LABEL_OPTIONAL
         if mapping.map_entry is not None:
             entry_name = "".join(p[:1].upper() + p[1:] for p in name.split("_")) + "Entry"

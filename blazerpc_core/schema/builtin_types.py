@@ -16,7 +16,7 @@ from typing import Any
 from blazerpc_core.errors import InvalidArgument, RegistrationError
 from blazerpc_core.hookspecs import hookimpl
 from blazerpc_core.schema.codec import MessageCodec
-from blazerpc_core.schema.fields import T, BatchAxis, FieldMapping, TypeContext
+from blazerpc_core.schema.fields import BatchAxis, FieldMapping, T, TypeContext
 
 _SCALARS: dict[Any, FieldMapping] = {
     str: FieldMapping(T.TYPE_STRING, "string"),

@@ -16,7 +16,7 @@ import numpy as np
 
 from blazerpc_core.errors import InvalidArgument, RegistrationError
 from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.schema.fields import T, BatchAxis, Converter, FieldMapping, TypeContext
+from blazerpc_core.schema.fields import BatchAxis, Converter, FieldMapping, T, TypeContext
 
 TENSOR_MESSAGE = "TensorProto"
 Dim = int | None  # None: any size
@@ -57,7 +57,7 @@ def _spec_from_args(args: Any, *, output: bool) -> TensorSpec:
     except TypeError as exc:
         raise RegistrationError(f"{args[0]!r} is not a numpy dtype") from exc
     dims: list[Dim] = []
-    for i, dim in enumerate(args[1:]):
+    for dim in args[1:]:
         if isinstance(dim, bool) or not isinstance(dim, (int, str, type(None))):
             raise RegistrationError(f"tensor dimension {dim!r} must be an int, a name or None")
         if isinstance(dim, int) and dim >= 0:
@@ -205,8 +205,8 @@ def numpy_axis(named: bool) -> BatchAxis:
 
 
 def _numpy_mapping(spec: TensorSpec, context: TypeContext) -> FieldMapping:
-    decode: Callable[[Any], Any] = lambda m: array_from_wire(m, spec)  # noqa: E731
-    encode: Callable[[Any], Any] = lambda a: array_to_wire(a, spec)  # noqa: E731
+    decode: Callable[[Any], Any] = lambda m: array_from_wire(m, spec)
+    encode: Callable[[Any], Any] = lambda a: array_to_wire(a, spec)
     batch = numpy_axis(spec.batch_named) if spec.batchable else None
     return tensor_mapping(context, spec, decode=decode, encode=encode, batch=batch)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,9 @@ import pluggy
 from blazerpc_core.runtime.events import BatchEvents
 
 if TYPE_CHECKING:
+    from grpclib.events import RecvRequest
+
+    from blazerpc_core.middleware import Middleware
     from blazerpc_core.registry import ModelRegistry
     from blazerpc_core.schema.builder import Schema
     from blazerpc_core.server.inference import MethodHandler
@@ -29,6 +33,13 @@ class ServerContext:
     pool: ThreadPoolExecutor
     errors: ErrorMapper
     handlers: list[MethodHandler] = field(default_factory=list)
+    #: The composed middleware, outermost first: plugins find their own instances here
+    #: (in ``blazerpc_startup``) to connect them to server resources.
+    middleware: list[Middleware] = field(default_factory=list)
+    #: grpclib ``RecvRequest`` listeners, attached before the server binds, that see every
+    #: call of every service (health and reflection included) before its handler runs;
+    #: append them from ``blazerpc_services``. Raising ``GRPCError`` refuses the call.
+    request_listeners: list[Callable[[RecvRequest], Coroutine[Any, Any, None]]] = field(default_factory=list)
     #: Subscribe a BatchObserver here (in blazerpc_startup) to hear about batches.
     batch_events: BatchEvents = field(default_factory=BatchEvents)
     #: Free-form storage shared by plugins for the life of the server.

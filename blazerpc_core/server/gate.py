@@ -27,6 +27,6 @@ class Gate:
         """True when every in-flight call finished within ``timeout`` seconds."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

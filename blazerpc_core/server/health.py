@@ -38,11 +38,10 @@ class HealthService:
 
     async def check(self, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
-        status = self._status.get(request.service if request else "")
+        service = request.service if request else ""
+        status = self._status.get(service)
         if status is None:
-            await stream.send_trailing_metadata(
-                status=Status.NOT_FOUND, status_message=f"unknown service {request.service!r}"
-            )
+            await stream.send_trailing_metadata(status=Status.NOT_FOUND, status_message=f"unknown service {service!r}")
             return
         await stream.send_message(self._response(status=status))
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,16 +19,17 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
-from blazerpc_core.errors import BlazeError, InvalidArgument
+from blazerpc_core.errors import BlazeError, InvalidArgument, ResourceExhausted
 from blazerpc_core.middleware import CallContext, CallNext, Middleware, compose
 from blazerpc_core.registry import Streaming
 from blazerpc_core.runtime.policy import Runner
-from blazerpc_core.runtime.streams import LoopIterator, ThreadedIterator
 from blazerpc_core.schema.builder import MethodSchema
 from blazerpc_core.server.gate import Gate
-from blazerpc_core.server.status import ErrorMapper
+from blazerpc_core.server.status import ErrorMapper, cut_short_status
+from blazerpc_core.server.streaming import StreamingCalls
 
 log = logging.getLogger("blazerpc.server")
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 _CARDINALITY = {
     Streaming.UNARY: grpclib.const.Cardinality.UNARY_UNARY,
@@ -40,7 +42,7 @@ _CARDINALITY = {
 class Call(CallContext):
     """The call context plus what the terminal step needs (the decoded arguments)."""
 
-    __slots__ = ("args", "_stream")
+    __slots__ = ("_stream", "args")
 
     def __init__(self, method: MethodSchema, stream: Stream[Any, Any]) -> None:
         super().__init__(
@@ -50,7 +52,7 @@ class Call(CallContext):
         self._stream = stream
         self.args: Sequence[Any] = ()
 
-    @property  # type: ignore[override]
+    @property
     def peer(self) -> str | None:
         addr = self._stream.peer.addr()
         return None if addr is None else f"{addr[0]}:{addr[1]}"
@@ -72,8 +74,10 @@ class MethodHandler:
         gate: Gate,
         errors: ErrorMapper,
         pool: ThreadPoolExecutor,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.method = method
+        self.max_message_bytes = max_message_bytes
         self.runner = runner
         self._gate = gate
         self._errors = errors
@@ -81,65 +85,36 @@ class MethodHandler:
         self._label = f"{method.spec.name!r} version {method.spec.version!r}"
         self._with_inputs = bool(middleware)
         shape = method.spec.streaming
-        terminal: CallNext = {
-            Streaming.UNARY: self._run_unary,
-            Streaming.SERVER: self._run_stream,
-            Streaming.CLIENT: self._run_client_stream,
-            Streaming.BIDI: self._run_stream,
-        }[shape]
+        terminal: CallNext = self._run_unary
+        self.handle: Callable[[Stream[Any, Any]], Any] = self._unary
+        if shape is not Streaming.UNARY:
+            streams = StreamingCalls(self, pool)
+            terminal, self.handle = streams.terminal, streams.handle
         self._call = compose(middleware, terminal)
+        # A unary request that cannot be read still runs the chain (auth answers first; logs
+        # and metrics count it); this terminal then raises the error it carries.
+        self._call_unread = compose(middleware, _raise_unread)
         self.cardinality = _CARDINALITY[shape]
-        self.handle: Callable[[Stream[Any, Any]], Any] = {
-            Streaming.UNARY: self._unary,
-            Streaming.SERVER: self._server_stream,
-            Streaming.CLIENT: self._client_stream,
-            Streaming.BIDI: self._client_stream,
-        }[shape]
-
-    # -- terminals (innermost step of the middleware chain) --------------------------------
 
     async def _run_unary(self, ctx: CallContext) -> Any:
+        """Innermost step of the middleware chain for unary calls."""
         return await self.runner.submit(ctx.args, ctx)  # type: ignore[attr-defined]
 
-    async def _run_stream(self, ctx: CallContext) -> AsyncIterator[Any]:
-        """Start the model's stream; returns an async iterator of its results."""
-        spec = self.method.spec
-        args = ctx.args  # type: ignore[attr-defined]
-        if spec.is_async:
-            result = spec.func(*args)
-            if not hasattr(result, "__aiter__"):
-                result = await result
-            return result  # type: ignore[no-any-return]
-        if spec.is_generator:
-            return ThreadedIterator(lambda: spec.func(*args), self._pool)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, lambda: spec.func(*args))
-        if hasattr(result, "__aiter__"):
-            return result  # type: ignore[no-any-return]
-        return ThreadedIterator(lambda: result, self._pool)
-
-    async def _run_client_stream(self, ctx: CallContext) -> Any:
-        spec = self.method.spec
-        args = ctx.args  # type: ignore[attr-defined]
-        if spec.is_async:
-            return await spec.func(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: spec.func(*args))
-
-    # -- handlers by shape -----------------------------------------------------------------
+    def _new_call(self, stream: Stream[Any, Any]) -> Call:
+        return Call(self.method, stream)
 
     async def _unary(self, stream: Stream[Any, Any]) -> None:
         if not self._admit():
             return await self._refuse(stream)
         ctx = Call(self.method, stream)
         try:
-            request = await self._receive(stream)
-            ctx.args = args = self.method.inputs.decode(request)
+            args = await self._read_request(stream, ctx)
             if self._with_inputs:
                 ctx.inputs = dict(zip(self.method.inputs.names, args, strict=True))
             result = await self._call(ctx)
             response = self._encode(result)
             await stream.send_message(response)
+            ctx.messages_out += 1
             await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
             ctx.finish("OK", None)
         except BaseException as exc:
@@ -147,64 +122,21 @@ class MethodHandler:
         finally:
             self._gate.exit()
 
-    async def _server_stream(self, stream: Stream[Any, Any]) -> None:
-        if not self._admit():
-            return await self._refuse(stream)
-        ctx = Call(self.method, stream)
+    # -- shared steps ---------------------------------------------------------------------
+
+    async def _read_request(self, stream: Stream[Any, Any], ctx: Call) -> Sequence[Any]:
+        """Receive and decode the one request of a unary or server-streaming call."""
         try:
             request = await self._receive(stream)
-            ctx.args = args = self.method.inputs.decode(request)
-            ctx.inputs = dict(zip(self.method.inputs.names, args, strict=True))
-            await self._send_all(stream, ctx)
-        except BaseException as exc:
-            await self._fail(stream, ctx, exc)
-        finally:
-            self._gate.exit()
-
-    async def _client_stream(self, stream: Stream[Any, Any]) -> None:
-        if not self._admit():
-            return await self._refuse(stream)
-        ctx = Call(self.method, stream)
-        try:
-            items = self._incoming(stream, ctx)
-            spec = self.method.spec
-            ctx.args = [items if spec.is_async else LoopIterator(items, asyncio.get_running_loop())]
-            if spec.streaming is Streaming.BIDI:
-                await self._send_all(stream, ctx)
-            else:
-                result = await self._call(ctx)
-                await stream.send_message(self._encode(result))
-                await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
-                ctx.finish("OK", None)
-        except BaseException as exc:
-            await self._fail(stream, ctx, exc)
-        finally:
-            self._gate.exit()
-
-    async def _incoming(self, stream: Stream[Any, Any], ctx: CallContext) -> AsyncIterator[Any]:
-        """Decoded items of the client's stream, one per request message."""
-        while True:
-            message = await self._receive(stream)
-            if message is None:
-                return
+            if request is None:
+                raise InvalidArgument(f"{self.method.rpc} needs a request message; the client sent none")
             ctx.messages_in += 1
-            (item,) = self.method.inputs.decode(message)
-            yield item
-
-    async def _send_all(self, stream: Stream[Any, Any], ctx: CallContext) -> None:
-        results = await self._call(ctx)
-        try:
-            async for result in results:
-                await stream.send_message(self._encode(result))
-                ctx.messages_out += 1
-        finally:
-            close = getattr(results, "aclose", None)
-            if close is not None:
-                await close()
-        await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
-        ctx.finish("OK", None)
-
-    # -- shared steps ---------------------------------------------------------------------
+            ctx.args = args = self.method.inputs.decode(request)
+        except BlazeError as exc:
+            ctx.state[_UNREAD] = exc
+            await self._call_unread(ctx)
+            raise
+        return args
 
     def _admit(self) -> bool:
         if not self._gate.open:
@@ -219,11 +151,39 @@ class MethodHandler:
 
     async def _receive(self, stream: Stream[Any, Any]) -> Any:
         try:
-            return await stream.recv_message()
-        except (GRPCError, StreamTerminatedError, asyncio.CancelledError):
+            return await self._read_message(stream)
+        except (GRPCError, StreamTerminatedError, asyncio.CancelledError, BlazeError):
             raise
         except Exception as exc:
             raise InvalidArgument(f"request to {self.method.rpc} could not be decoded: {exc}") from exc
+
+    async def _read_message(self, stream: Stream[Any, Any]) -> Any:
+        """grpclib's ``Stream.recv_message``, but refusing an oversize message by its length prefix.
+
+        grpclib reads a whole message before anyone can look at its size; here the
+        5-byte prefix is checked first, so an oversize body is never buffered beyond
+        the HTTP/2 flow-control window (grpclib acknowledges data as it is read, and
+        the rest when the stream is released). Mirrors grpclib 0.4.9 ``server.Stream``.
+        """
+        h2_stream = stream._stream
+        prefix = await h2_stream.recv_data(5)
+        if not prefix:
+            return None
+        if prefix[0]:
+            raise BlazeError("compressed request messages are not supported", status=Status.UNIMPLEMENTED)
+        size = int.from_bytes(prefix[1:5], "big")
+        if size > self.max_message_bytes:
+            raise ResourceExhausted(
+                f"request message to {self.method.rpc} is {size} bytes, over the server's limit of "
+                f"{self.max_message_bytes} bytes (--max-message-mb)"
+            )
+        message = stream._codec.decode(await h2_stream.recv_data(size), stream._recv_type)
+        message, = await stream._dispatch.recv_message(message)
+        stream._messages_received += 1
+        connection = h2_stream.connection
+        connection.messages_received += 1
+        connection.last_message_received = time.monotonic()
+        return message
 
     def _encode(self, result: Any) -> Any:
         method = self.method
@@ -238,9 +198,7 @@ class MethodHandler:
 
     async def _fail(self, stream: Stream[Any, Any], ctx: CallContext, exc: BaseException) -> None:
         if isinstance(exc, (asyncio.CancelledError, StreamTerminatedError)):
-            remaining = ctx.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            ctx.finish("DEADLINE_EXCEEDED" if expired else "CANCELLED", None)
+            ctx.finish(cut_short_status(ctx.time_remaining()).name, None)
             raise exc
         if isinstance(exc, GRPCError):
             status, message = exc.status, exc.message or ""
@@ -255,8 +213,15 @@ class MethodHandler:
             await stream.send_trailing_metadata(
                 status=status, status_message=message, metadata=ctx.trailing_metadata or None
             )
-        except Exception:  # noqa: BLE001 - the client may be gone; nothing left to tell it
+        except Exception:  # the client may be gone; nothing left to tell it
             log.debug("could not send status to %s", ctx.peer)
+
+
+_UNREAD = "blazerpc.unread_request"
+
+
+async def _raise_unread(ctx: CallContext) -> Any:
+    raise ctx.state[_UNREAD]
 
 
 class InferenceService:

@@ -36,7 +36,7 @@ class ReflectionService:
     def _find(self, how: str, name: str) -> FileDescriptor | None:
         for pool in self._pools:
             try:
-                return getattr(pool, how)(name)  # type: ignore[no-any-return]
+                return getattr(pool, how)(name)  # type: ignore[no-any-return,unused-ignore]
             except KeyError:
                 continue
         return None

@@ -10,11 +10,14 @@ import inspect
 import logging
 import signal
 import ssl
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
+import grpclib.events
 import grpclib.server
 import pluggy
+from grpclib.protocol import H2Protocol
 
 from blazerpc_core.errors import RegistrationError
 from blazerpc_core.registry import ModelRegistry
@@ -33,10 +36,39 @@ from blazerpc_core.settings import ServeSettings
 log = logging.getLogger("blazerpc.server")
 
 
+class _Server(grpclib.server.Server):
+    """grpclib's server, remembering its connections so shutdown can say GOAWAY and close them.
+
+    ``Server.close()`` cancels handlers but leaves client connections open; a client would then
+    wait for its deadline instead of reconnecting. Uses grpclib internals (pinned < 0.5).
+    """
+
+    def __init__(self, services: list[Any]) -> None:
+        super().__init__(services)
+        self.connections: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self.connections.add(protocol)
+        return protocol
+
+    def goaway(self) -> None:
+        """Send HTTP/2 GOAWAY on every open connection, then close it."""
+        for protocol in list(self.connections):
+            connection = getattr(protocol, "connection", None)
+            if connection is None or connection.is_closing():
+                continue
+            connection._connection.close_connection()
+            connection.flush()
+            protocol.processor.close("server shutting down")
+
+
 class BlazeServer:
     """One grpclib server hosting inference, health, reflection and plugin services."""
 
-    def __init__(self, registry: ModelRegistry, *, settings: ServeSettings, plugin_manager: pluggy.PluginManager) -> None:
+    def __init__(
+        self, registry: ModelRegistry, *, settings: ServeSettings, plugin_manager: pluggy.PluginManager
+    ) -> None:
         if not len(registry):
             raise RegistrationError("no models to serve")
         self.settings = settings
@@ -49,14 +81,20 @@ class BlazeServer:
         )
         self.gate = Gate()
         middleware = [m for batch in hook.blazerpc_middleware(settings=settings)[::-1] if batch for m in batch]
+        self.context.middleware = middleware
         for method in schema.methods:
             spec = method.spec
             policy = hook.blazerpc_batching_policy(spec=spec, settings=settings)
-            invoker = Invoker(spec.func, is_async=spec.is_async, pool=self.context.pool)
+            invoker = Invoker(
+                spec.func, is_async=spec.is_async, pool=self.context.pool,
+                inline_budget=settings.inline_budget_us / 1e6,
+            )
             self.context.handlers.append(
                 MethodHandler(
-                    method, runner=policy.create_runner(method, invoker, self.context.batch_events), middleware=middleware,
+                    method, runner=policy.create_runner(method, invoker, self.context.batch_events),
+                    middleware=middleware,
                     gate=self.gate, errors=self.context.errors, pool=self.context.pool,
+                    max_message_bytes=settings.max_message_bytes,
                 )
             )
         extra = [s for batch in hook.blazerpc_services(context=self.context)[::-1] if batch for s in batch]
@@ -69,7 +107,7 @@ class BlazeServer:
         services = [self.inference, self.health, *extra, *reflection_services(self._pool, names)]
         _check_paths(services)
         self._services = services
-        self._server: grpclib.server.Server | None = None
+        self._server: _Server | None = None
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -79,13 +117,16 @@ class BlazeServer:
     async def start(self) -> None:
         """Bind, warm runners and run startup hooks, then open the gate and report SERVING."""
         settings = self.settings
-        self._server = grpclib.server.Server(self._services)
+        self._server = _Server(self._services)
+        for listener in self.context.request_listeners:
+            grpclib.events.listen(self._server, grpclib.events.RecvRequest, listener)
         # Bind first: while models warm up, health answers NOT_SERVING and calls UNAVAILABLE.
         await self._server.start(
             settings.host, settings.port, ssl=_ssl_context(settings),
             reuse_port=settings.workers > 1 or None,
         )
-        sockets = self._server._server.sockets if self._server._server else ()  # noqa: SLF001
+        bound: Any = self._server._server  # grpclib keeps its asyncio server private
+        sockets = bound.sockets if bound is not None else ()
         self.context.port = sockets[0].getsockname()[1] if sockets else settings.port
         for handler in self.context.handlers:
             await handler.runner.start()
@@ -110,6 +151,7 @@ class BlazeServer:
             await handler.runner.stop()
         if self._server is not None:
             self._server.close()
+            self._server.goaway()
             await self._server.wait_closed()
         await _call_all(self.plugin_manager.hook.blazerpc_shutdown(context=self.context))
         self.context.pool.shutdown(wait=False, cancel_futures=True)

@@ -29,7 +29,7 @@ def _message(
     for oneof in oneofs:
         message.oneof_decl.add(name=oneof)
     for field_name, number, kind, repeated, type_name, oneof_index in fields:
-        field = message.field.add(name=field_name, number=number, type=kind)  # type: ignore[arg-type]
+        field = message.field.add(name=field_name, number=number, type=kind)
         field.label = T.LABEL_REPEATED if repeated else T.LABEL_OPTIONAL
         if type_name:
             field.type_name = f".{file.package}.{type_name}"

@@ -1,0 +1,92 @@
+"""The access log: one structured line per call on the ``blazerpc.access`` logger.
+
+Each line names the rpc path, model and version, peer address, final status, latency,
+request id and (when auth is on) the caller's credential name. ``--log-format text``
+writes ``key=value`` pairs; ``--log-format json`` writes one JSON object. Either way the
+fields also ride on the record as ``record.blazerpc`` for handlers that want them raw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from blazerpc_core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from blazerpc_core.middleware import CallContext, CallNext, Middleware
+    from blazerpc_core.settings import ServeSettings
+
+LOGGER_NAME = "blazerpc.access"
+
+
+class AccessLogMiddleware:
+    """Logs each call once it has finished, when its status and latency are known."""
+
+    def __init__(self, *, json_format: bool = False, logger: logging.Logger | None = None) -> None:
+        self._json = json_format
+        self._logger = logger or logging.getLogger(LOGGER_NAME)
+        # Bound once: appending a fresh bound method per call is an avoidable allocation.
+        self._on_done = self._log
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        ctx.on_done.append(self._on_done)
+        return await call_next(ctx)
+
+    def _log(self, ctx: CallContext) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        state = ctx.state
+        model = ctx.model
+        status = ctx.status
+        fields = {
+            "method": ctx.path,
+            "model": model.name,
+            "version": model.version,
+            "peer": ctx.peer,
+            "status": status,
+            "latency_ms": round(ctx.elapsed() * 1000.0, 3),
+            "request_id": state.get("request_id"),
+            "principal": state.get("principal"),
+            "error": ctx.status_message if status != "OK" else None,
+        }
+        line = json.dumps(fields, separators=(",", ":")) if self._json else _text(fields)
+        # makeRecord + handle rather than info(): skips logging's caller lookup, a stack
+        # walk per call that this line (always the same caller) does not need.
+        record = logger.makeRecord(
+            logger.name, logging.INFO, __file__, 0, line, (), None, extra={"blazerpc": fields}
+        )
+        logger.handle(record)
+
+
+def _text(fields: dict[str, Any]) -> str:
+    """``key=value`` pairs; values that would break the split (error messages) are quoted."""
+    line = (
+        f"method={fields['method']} model={_value(fields['model'])} version={_value(fields['version'])} "
+        f"peer={fields['peer'] or '-'} status={fields['status']} latency_ms={fields['latency_ms']} "
+        f"request_id={fields['request_id'] or '-'}"
+    )
+    if fields["principal"] is not None:
+        line += f" principal={_value(fields['principal'])}"
+    if fields["error"] is not None:
+        line += f" error={_value(fields['error'])}"
+    return line
+
+
+_QUOTED = frozenset(' "=\n\t')
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in _QUOTED):
+        return json.dumps(text)
+    return text
+
+
+@hookimpl
+def blazerpc_middleware(settings: ServeSettings) -> Sequence[Middleware]:
+    return [AccessLogMiddleware(json_format=settings.log_format == "json")]

@@ -1,0 +1,278 @@
+"""The batcher: one per batched model; queues requests and calls the model once per batch.
+
+Each request becomes a :class:`~blazerpc_core.runtime.queue.Pending` holding a future its
+handler awaits: no task or thread per request. One loop task per model asks the
+:class:`~blazerpc_core.runtime.dispatch.DispatchRule` when to go, takes a batch off the
+queue (priority order, at most ``max_batch_size`` rows, dropping requests whose deadline
+passed) and starts it while up to ``max_concurrent_batches`` run. A sync model runs in
+the server's thread pool together with the joining and splitting of its batch, so large
+tensors are never copied on the event loop; an async model runs on the loop. (Batches
+never use the invoker's inline promotion for tiny functions: one thread hop per batch is
+already shared by all its rows.) When a batch ends, each waiting future gets its share of
+the result, or its own error.
+
+A handler cancelled while its request is queued (client gone, deadline passed) removes
+the request at once, so it never reaches the model and stops counting against the
+queue bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from blazerpc_core.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from blazerpc_core.middleware import CallContext
+from blazerpc_core.runtime.dispatch import BatchConfig, DispatchRule
+from blazerpc_core.runtime.events import BatchEvents
+from blazerpc_core.runtime.executor import Invoker
+from blazerpc_core.runtime.plan import BatchPlan
+from blazerpc_core.runtime.queue import Pending, RequestQueue, read_priority
+from blazerpc_core.schema.builder import MethodSchema
+
+log = logging.getLogger("blazerpc.batcher")
+
+#: What one batch yields: an outcome (result or exception) per request, and the model's seconds.
+Computed = tuple[list[Any], float]
+
+
+class Batcher:
+    """A :class:`~blazerpc_core.runtime.policy.Runner` that batches; see the module docstring."""
+
+    def __init__(
+        self,
+        method: MethodSchema,
+        invoker: Invoker,
+        events: BatchEvents,
+        *,
+        plan: BatchPlan,
+        config: BatchConfig,
+        rule: DispatchRule,
+    ) -> None:
+        self.spec = method.spec
+        self.label = plan.label
+        self.plan = plan
+        self.config = config
+        self.rule = rule
+        self.queue = RequestQueue(aging=config.priority_aging)
+        self.running = 0
+        self.inflight: list[tuple[float, int]] = []
+        self._invoker = invoker
+        self._events = events
+        self._closed = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        #: Queued rows at which an arrival wakes the sleeping loop (None: arrivals do not).
+        self._wake_rows: int | None = None
+        self._batches: set[asyncio.Future[Any]] = set()
+
+    # -- Runner ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(
+                self._dispatch_loop(), name=f"blazerpc-batcher-{self.spec.label}"
+            )
+
+    async def submit(self, args: Sequence[Any], ctx: CallContext) -> Any:
+        if self._closed:
+            raise Unavailable(f"model {self.label} is shutting down")
+        rows = self.plan.rows(args)
+        priority = read_priority(ctx.metadata)
+        remaining = ctx.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded(f"the deadline passed before model {self.label} was called")
+        queue, config = self.queue, self.config
+        if queue.rows + rows > config.max_queue_size:
+            raise ResourceExhausted(
+                f"model {self.label} is overloaded: its queue holds {queue.rows} rows and this request "
+                f"has {rows}, over the limit of {config.max_queue_size} rows (max_queue_size)"
+            )
+        now = time.monotonic()
+        self.rule.admit(self, rows, now, remaining)
+        item = Pending(
+            args, rows, asyncio.get_running_loop().create_future(), priority=priority, enqueued=now,
+            deadline=None if remaining is None else now + remaining, key=self.plan.shape_key(args),
+        )
+        queue.push(item)
+        self._events.queue_depth(self.spec, queue.rows)
+        if self._wake_rows is not None and queue.rows >= self._wake_rows:
+            self._wake()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if item.queued:
+                queue.discard(item)
+                self._events.queue_depth(self.spec, queue.rows)
+            raise
+
+    async def stop(self) -> None:
+        """Refuse new requests, fail queued ones (UNAVAILABLE), and release running batches."""
+        self._closed = True
+        for item in self.queue.drain():
+            _settle(item.future, Unavailable(f"model {self.label} is shutting down"))
+        self._events.queue_depth(self.spec, 0)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        # The server drained before calling stop; a batch still running has no caller
+        # left that waits for it, and a stuck model must not hold up shutdown.
+        for batch in list(self._batches):
+            batch.cancel()
+
+    # -- the dispatch loop ---------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        queue, config, rule = self.queue, self.config, self.rule
+        while True:
+            if not queue.count:
+                await self._sleep(None, wake_rows=1)
+                continue
+            if self.running >= config.max_concurrent_batches:
+                await self._sleep(None, wake_rows=None)
+                continue
+            now = time.monotonic()
+            try:
+                delay = rule.delay(self, now)
+            except Exception:
+                log.exception("dispatch rule of model %s failed; dispatching now", self.label)
+                delay = 0.0
+            if delay > 0:
+                await self._sleep(delay, wake_rows=config.max_batch_size)
+                continue
+            self._dispatch(now)
+
+    async def _sleep(self, delay: float | None, *, wake_rows: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._wake_rows = wake_rows
+        timer = None if delay is None else loop.call_later(delay, _wake_future, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            self._wake_rows = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _wake_future(self._waiter)
+
+    def _dispatch(self, now: float) -> None:
+        batch, expired = self.queue.take(self.config.max_batch_size, now)
+        for item in expired:
+            _settle(item.future, DeadlineExceeded(f"the deadline passed while queued for model {self.label}"))
+        self._events.queue_depth(self.spec, self.queue.rows)
+        if not batch:
+            return
+        sizes = [item.rows for item in batch]
+        rows = sum(sizes)
+        try:
+            for item in batch:
+                self._events.queue_wait(self.spec, now - item.enqueued)
+            self._events.batch_dispatched(self.spec, rows, len(batch))
+            parts = [item.args for item in batch]
+            if self._invoker.is_async:
+                future: asyncio.Future[Computed] = asyncio.ensure_future(self._compute_async(parts, sizes))
+            else:
+                loop = asyncio.get_running_loop()
+                future = loop.run_in_executor(self._invoker.pool, self._compute, parts, sizes)
+        except Exception as exc:
+            # Taken off the queue but never started: their callers must still get an answer.
+            log.exception("could not start a batch of model %s", self.label)
+            for item in batch:
+                _settle(item.future, exc)
+            return
+        entry = (now, rows)
+        self.running += 1
+        self.inflight.append(entry)
+        self._batches.add(future)
+        future.add_done_callback(functools.partial(self._finish, batch, entry))
+
+    def _finish(self, batch: list[Pending], entry: tuple[float, int], future: asyncio.Future[Computed]) -> None:
+        self._batches.discard(future)
+        self.running -= 1
+        self.inflight.remove(entry)
+        outcomes: Sequence[Any]
+        if future.cancelled():
+            outcomes = [Unavailable(f"model {self.label} stopped before this batch finished")] * len(batch)
+        elif (error := future.exception()) is not None:
+            outcomes = [error] * len(batch)
+        else:
+            outcomes, seconds = future.result()
+            try:
+                self.rule.observe(entry[1], seconds)
+            except Exception:
+                log.exception("dispatch rule of model %s failed to observe a batch", self.label)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            _settle(item.future, outcome)
+        self._wake()
+
+    # -- running one batch -----------------------------------------------------------------
+
+    def _compute(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
+        """Join, call and split in a pool thread (sync models)."""
+        func, plan = self._invoker.func, self.plan
+        try:
+            args = plan.join(parts)
+        except Exception:
+            return self._one_by_one(parts, sizes)
+        start = time.perf_counter()
+        result = func(*args)
+        seconds = time.perf_counter() - start
+        return plan.split(result, sizes), seconds
+
+    def _one_by_one(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
+        # Requests that cannot be concatenated (shape_key did not tell them apart) still
+        # must not fail each other: each runs alone.
+        outcomes: list[Any] = []
+        start = time.perf_counter()
+        for args, rows in zip(parts, sizes, strict=True):
+            try:
+                outcomes.extend(self.plan.split(self._invoker.func(*args), [rows]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes, time.perf_counter() - start
+
+    async def _compute_async(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
+        """Join, call and split on the loop (async models)."""
+        plan = self.plan
+        try:
+            args = plan.join(parts)
+        except Exception:
+            outcomes: list[Any] = []
+            start = time.perf_counter()
+            for one, rows in zip(parts, sizes, strict=True):
+                try:
+                    outcomes.extend(plan.split(await self._invoker.func(*one), [rows]))
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes, time.perf_counter() - start
+        start = time.perf_counter()
+        result = await self._invoker.func(*args)
+        seconds = time.perf_counter() - start
+        return plan.split(result, sizes), seconds
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, StopIteration):
+        # Futures refuse StopIteration (it would end the awaiting coroutine silently).
+        outcome = RuntimeError(f"{type(outcome).__name__}: {outcome}")
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _wake_future(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,190 @@
+"""Which models are batched, and how one batch is joined from requests and split back.
+
+A model *can* be batched when every input and output has a leading batch dimension (its
+field mapping carries a :class:`~blazerpc_core.schema.fields.BatchAxis`). It *is* batched
+when it opts in (``BatchSettings.opted_in()``) or when one of its tensors names its first
+dimension ``"batch"``; ``batch=False`` always wins. Opting in a model that cannot be
+batched is refused at registration, because serving it unbatched would silently ignore
+what its author asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from blazerpc_core.errors import BlazeError, InvalidArgument, RegistrationError
+from blazerpc_core.registry import ModelSpec, Streaming
+from blazerpc_core.schema.fields import BatchAxis, FieldMapping
+
+if TYPE_CHECKING:
+    from blazerpc_core.schema.builder import MethodSchema
+
+Fields = Sequence[tuple[str, FieldMapping]]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one model's requests become one call and its result becomes one answer per request."""
+
+    label: str
+    inputs: tuple[tuple[str, BatchAxis], ...]
+    outputs: tuple[tuple[str, BatchAxis], ...]
+    output_record: type | None = None
+
+    def rows(self, args: Sequence[Any]) -> int:
+        """Rows in one request; INVALID_ARGUMENT unless every input has the same count."""
+        first_name, first_rows = "", -1
+        for (name, axis), value in zip(self.inputs, args, strict=True):
+            try:
+                rows = axis.rows(value)
+            except Exception:
+                raise InvalidArgument(
+                    f"input {name!r} of batched model {self.label} has no leading batch dimension"
+                ) from None
+            if first_rows < 0:
+                first_name, first_rows = name, rows
+            elif rows != first_rows:
+                raise InvalidArgument(
+                    f"model {self.label} is batched, so every input needs the same number of rows: "
+                    f"{first_name!r} has {first_rows}, {name!r} has {rows}"
+                )
+        return first_rows
+
+    def shape_key(self, args: Sequence[Any]) -> Hashable:
+        """Requests with different keys cannot be concatenated (trailing dims or dtype differ)."""
+        key: Hashable = None
+        for value in args:
+            shape = getattr(value, "shape", None)
+            if shape is not None:
+                key = (key, tuple(shape)[1:], str(getattr(value, "dtype", "")))
+        return key
+
+    def join(self, parts: Sequence[Sequence[Any]]) -> list[Any]:
+        """The arguments of one call: each input concatenated along its batch dimension."""
+        if len(parts) == 1:
+            return list(parts[0])
+        return [axis.concat([p[i] for p in parts]) for i, (_, axis) in enumerate(self.inputs)]
+
+    def split(self, result: Any, sizes: Sequence[int]) -> list[Any]:
+        """One outcome per request: its share of ``result``, or the exception found in its rows.
+
+        Raises an INTERNAL :class:`BlazeError` when an output's row count does not match the
+        batch, since no request's share can be trusted then.
+        """
+        if not self.outputs:
+            return [None] * len(sizes)
+        record = self.output_record
+        values = [result] if record is None else [getattr(result, name) for name, _ in self.outputs]
+        total = sum(sizes)
+        pieces = []
+        for (name, axis), value in zip(self.outputs, values, strict=True):
+            try:
+                rows: int | None = axis.rows(value)
+            except Exception:
+                rows = None
+            if rows != total:
+                got = f"{rows} rows" if rows is not None else f"a {type(value).__name__} without rows"
+                where = "its result" if self.output_record is None else f"output {name!r}"
+                raise BlazeError(
+                    f"batched model {self.label} returned {got} in {where} for a batch of {total} rows; "
+                    "a batched model must return one row per input row"
+                )
+            if len(sizes) == 1:
+                pieces.append([value])
+            elif isinstance(value, list):
+                # A plain list also carries per-row results (and exceptions) for tensor outputs.
+                pieces.append(_split_list(value, sizes))
+            else:
+                pieces.append(axis.split(value, sizes))
+        outcomes: list[Any] = []
+        for index in range(len(sizes)):
+            parts = [piece[index] for piece in pieces]
+            failure = _first_failure(parts)
+            if failure is not None:
+                outcomes.append(failure)
+            elif self.output_record is not None:
+                outcomes.append(self.output_record(**{n: p for (n, _), p in zip(self.outputs, parts, strict=True)}))
+            else:
+                outcomes.append(parts[0])
+        return outcomes
+
+
+def _split_list(value: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(value[start : start + size])
+        start += size
+    return out
+
+
+def _first_failure(parts: Sequence[Any]) -> BaseException | None:
+    for part in parts:
+        if isinstance(part, list):
+            for row in part:
+                if isinstance(row, BaseException):
+                    return row
+    return None
+
+
+def unbatchable_reason(spec: ModelSpec, inputs: Fields, outputs: Fields) -> str | None:
+    """Why ``spec`` cannot be batched, or None when every input and output has a batch axis."""
+    if spec.streaming is not Streaming.UNARY:
+        return f"it is {spec.streaming.value} (streaming models are never batched)"
+    if not inputs:
+        return "it takes no inputs, so requests have no rows"
+    for name, mapping in inputs:
+        if mapping.batch is None:
+            return f"parameter {name!r} ({mapping.description}) has no leading batch dimension"
+    for name, mapping in outputs:
+        if mapping.batch is None:
+            where = "its return type" if name == "result" else f"output field {name!r}"
+            return f"{where} ({mapping.description}) has no leading batch dimension"
+    return None
+
+
+def plan_batching(
+    spec: ModelSpec, inputs: Fields, outputs: Fields, output_record: type | None = None
+) -> BatchPlan | None:
+    """The plan when ``spec`` is batched, None when it is served one call per request.
+
+    Raises :class:`RegistrationError` when the model opts in but cannot be batched.
+    """
+    settings = spec.batching
+    if settings.batch is False:
+        return None
+    reason = unbatchable_reason(spec, inputs, outputs)
+    if reason is not None:
+        if settings.opted_in():
+            raise RegistrationError(
+                f"model {model_label(spec)} opts in to batching ({_how(spec)}) but cannot be batched: {reason}. "
+                "Every input and output of a batched model must be list[T] or a tensor whose first "
+                "dimension is dynamic ('batch', None or -1); pass batch=False to serve it one call "
+                "per request."
+            )
+        return None
+    named = any(m.batch is not None and m.batch.named for _, m in (*inputs, *outputs))
+    if not (settings.opted_in() or named):
+        return None
+    return BatchPlan(
+        label=model_label(spec),
+        inputs=tuple((n, m.batch) for n, m in inputs if m.batch is not None),
+        outputs=tuple((n, m.batch) for n, m in outputs if m.batch is not None),
+        output_record=output_record,
+    )
+
+
+def batch_plan(method: MethodSchema) -> BatchPlan | None:
+    """:func:`plan_batching` for one rpc of a built schema."""
+    return plan_batching(method.spec, method.input_fields, method.output_fields, method.output_record)
+
+
+def model_label(spec: ModelSpec) -> str:
+    """How errors name a model: ``'name' version '1'``."""
+    return f"{spec.name!r} version {spec.version!r}"
+
+
+def _how(spec: ModelSpec) -> str:
+    knobs = {k: v for k, v in vars(spec.batching).items() if v is not None}
+    return ", ".join(f"{k}={v!r}" for k, v in knobs.items()) + " on the model or its app"

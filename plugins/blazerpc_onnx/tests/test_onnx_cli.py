@@ -1,0 +1,61 @@
+"""``blazerpc serve model.onnx`` as a real subprocess, with its options and env vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+from onnx_helpers import cli_stubs, from_tensor, run_cli, serve_cli, to_tensor
+from onnx_models import build_mlp, build_string_input, mlp_reference
+
+
+def test_serve_onnx_file(tmp_path: Path) -> None:
+    model = str(build_mlp(tmp_path / "mlp.onnx"))
+    stubs = cli_stubs([model], tmp_path)
+    x = np.random.default_rng(2).standard_normal((4, 512)).astype(np.float32)
+    with serve_cli(model) as server, grpc.insecure_channel(server.address) as channel:
+        reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictMlp(
+            stubs.pb2.MlpRequest(x=to_tensor(stubs.pb2, x)), timeout=30
+        )
+        np.testing.assert_allclose(from_tensor(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
+        server.process.terminate()
+        out, err = server.process.communicate(timeout=60)
+    assert server.process.returncode == 0, err
+    assert "PredictMlp" in out
+
+
+def test_name_providers_and_threads_from_env_and_flags(tmp_path: Path) -> None:
+    model = str(build_mlp(tmp_path / "mlp.onnx"))
+    env = {"BLAZERPC_ONNX_PROVIDERS": "cpu", "BLAZERPC_ONNX_INTRA_OP_THREADS": "1", "BLAZERPC_NAME": "classifier"}
+    stubs = cli_stubs([model], tmp_path, env=env)
+    assert hasattr(stubs.pb2, "ClassifierRequest")
+    x = np.ones((1, 512), dtype=np.float32)
+    with serve_cli(model, "--onnx-inter-op-threads", "1", env=env) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassifier(
+            stubs.pb2.ClassifierRequest(x=to_tensor(stubs.pb2, x)), timeout=30
+        )
+    np.testing.assert_allclose(from_tensor(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_options_are_listed_in_help() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--onnx-providers", "--onnx-intra-op-threads", "--onnx-inter-op-threads", "--name",
+                   "BLAZERPC_ONNX_PROVIDERS", "BLAZERPC_NAME"):
+        assert option in result.stdout
+    plugins = run_cli("plugins")
+    assert "blazerpc_onnx.plugin" in plugins.stdout
+
+
+def test_bad_targets_fail_with_a_message(tmp_path: Path) -> None:
+    model = str(build_mlp(tmp_path / "mlp.onnx"))
+    unknown = run_cli("serve", model, "--onnx-providers", "warp-drive", "--port", "0")
+    assert unknown.returncode != 0 and "'warp-drive' is not available" in unknown.stderr
+    strings = run_cli("serve", str(build_string_input(tmp_path / "strings.onnx")), "--port", "0")
+    assert strings.returncode != 0 and "tensor(string)" in strings.stderr
+    missing = run_cli("serve", str(tmp_path / "nope.onnx"), "--port", "0")
+    assert missing.returncode != 0 and "no such file" in missing.stderr
+    negative = run_cli("serve", model, "--onnx-intra-op-threads", "-1", "--port", "0")
+    assert negative.returncode != 0 and "--onnx-intra-op-threads" in negative.stderr

@@ -1,0 +1,147 @@
+"""The access log: one structured line per call on ``blazerpc.access``, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from blazerpc_core import BlazeApp
+from blazerpc_core.observability.logformat import JsonFormatter
+from tests.processes import serve_process
+
+TIMEOUT = 10
+
+
+class Capture(logging.Handler):
+    """Collects ``blazerpc.access`` records; the line is written after the status is sent."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.expected = expected
+        self.enough = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if len(self.records) >= self.expected:
+            self.enough.set()
+
+
+@pytest.fixture
+def capture() -> Any:
+    logger = logging.getLogger("blazerpc.access")
+    handlers: list[Capture] = []
+
+    def attach(expected: int) -> Capture:
+        handler = Capture(expected)
+        logger.addHandler(handler)
+        handlers.append(handler)
+        return handler
+
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield attach
+    logger.setLevel(old_level)
+    for handler in handlers:
+        logger.removeHandler(handler)
+
+
+def make_app() -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("add", version="2")
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    @app.model("boom")
+    def boom(x: int) -> int:
+        raise RuntimeError("kaboom with spaces")
+
+    return app
+
+
+def drive(server: Any, stubs: Any) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2), metadata=(("x-request-id", "rid-1"),), timeout=TIMEOUT)
+        with pytest.raises(grpc.RpcError):
+            stub.PredictBoom(stubs.pb2.BoomRequest(x=1), timeout=TIMEOUT)
+
+
+def test_text_lines_name_method_model_peer_status_latency_and_request_id(
+    blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any
+) -> None:
+    server = blazerpc_serve(make_app())
+    stubs = blazerpc_stubs(server)
+    handler = capture(2)
+    drive(server, stubs)
+    assert handler.enough.wait(TIMEOUT)
+    ok, failed = (r.getMessage() for r in handler.records)
+    assert ok.startswith("method=/blazerpc.InferenceService/PredictAdd model=add version=2 peer=127.0.0.1:")
+    assert " status=OK latency_ms=" in ok and ok.endswith(" request_id=rid-1")
+    assert "method=/blazerpc.InferenceService/PredictBoom" in failed and "status=INTERNAL" in failed
+    # A message with spaces is quoted, so the line still splits into key=value fields.
+    assert 'error="model \'boom\' version \'1\' raised RuntimeError: kaboom with spaces"' in failed
+    fields = handler.records[0].blazerpc
+    assert fields["status"] == "OK" and fields["latency_ms"] >= 0 and fields["request_id"] == "rid-1"
+
+
+def test_json_lines(blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any) -> None:
+    server = blazerpc_serve(make_app(), log_format="json")
+    stubs = blazerpc_stubs(server)
+    handler = capture(2)
+    drive(server, stubs)
+    assert handler.enough.wait(TIMEOUT)
+    ok, failed = (json.loads(r.getMessage()) for r in handler.records)
+    assert ok["method"] == "/blazerpc.InferenceService/PredictAdd"
+    assert (ok["model"], ok["version"], ok["status"], ok["request_id"]) == ("add", "2", "OK", "rid-1")
+    assert ok["peer"].startswith("127.0.0.1:") and isinstance(ok["latency_ms"], float)
+    assert ok["error"] is None and ok["principal"] is None
+    assert failed["status"] == "INTERNAL" and "kaboom" in failed["error"]
+    assert failed["request_id"]  # generated when the client sent none
+
+
+def test_json_formatter_puts_access_fields_at_top_level() -> None:
+    record = logging.LogRecord("blazerpc.access", logging.INFO, __file__, 1, "%s", ("x",), None)
+    record.blazerpc = {"method": "/p/M", "status": "OK"}
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["logger"], entry["method"], entry["status"], entry["level"]) == (
+        "blazerpc.access", "/p/M", "OK", "INFO"
+    )
+    plain = logging.LogRecord("blazerpc.server", logging.WARNING, __file__, 1, "hello %s", ("you",), None)
+    assert json.loads(JsonFormatter().format(plain))["message"] == "hello you"
+
+
+def test_disabling_access_log_plugin_logs_nothing(blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any) -> None:
+    server = blazerpc_serve(make_app(), disabled=["access-log"])
+    stubs = blazerpc_stubs(server)
+    handler = capture(1)
+    drive(server, stubs)
+    server.stop(grace_period=5)  # every call has finished once the server is stopped
+    assert handler.records == []
+
+
+def test_cli_log_format_json_writes_one_json_object_per_line(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from blazerpc_core import BlazeApp\n"
+        "app = BlazeApp()\n"
+        "@app.model('add')\n"
+        "def add(a: float, b: float) -> float:\n"
+        "    return a + b\n"
+    )
+    with serve_process([str(app), "--log-format", "json"]) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            raw = channel.unary_unary("/blazerpc.InferenceService/PredictAdd")
+            raw(b"", metadata=(("x-request-id", "cli-1"),), timeout=TIMEOUT)
+        assert server.stop() == 0
+    entries = [json.loads(line) for line in server.lines if line.startswith("{")]
+    access = [e for e in entries if e["logger"] == "blazerpc.access"]
+    assert len(access) == 1
+    assert (access[0]["status"], access[0]["request_id"], access[0]["model"]) == ("OK", "cli-1", "add")

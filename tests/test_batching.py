@@ -1,0 +1,553 @@
+"""Batching over real sockets with grpcio clients: joining, splitting, deadlines, backpressure,
+priorities, partial failure, policies.
+
+No timing assertions: a model blocks on a Gate while requests queue, and the test waits
+for the queue depth the server reports before letting it go.
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from batching_support import Gate, Recorder
+
+from blazerpc_core import BlazeApp, RegistrationError, TensorInput, TensorOutput, hookimpl, model
+from blazerpc_core.runtime.batcher import Batcher
+from blazerpc_core.runtime.dispatch import BatchConfig
+from blazerpc_core.runtime.plan import batch_plan
+from blazerpc_core.settings import BatchSettings
+
+TIMEOUT = 30
+
+
+def tensor(pb2: Any, array: np.ndarray) -> Any:
+    return pb2.TensorProto(shape=array.shape, dtype=array.dtype.name, data=array.tobytes())
+
+
+def array(message: Any) -> np.ndarray:
+    return np.frombuffer(message.data, dtype=message.dtype).reshape(list(message.shape))
+
+
+def serve(blazerpc_serve, blazerpc_stubs, app, **settings):
+    recorder = Recorder()
+    server = blazerpc_serve(app, plugins=[recorder, *settings.pop("plugins", [])], **settings)
+    return server, blazerpc_stubs(server), recorder
+
+
+def doubling_app(gate: Gate, **knobs: Any) -> BlazeApp:
+    app = BlazeApp()
+
+    @app.model("double", **knobs)
+    def double(x: list[float]) -> list[float]:
+        gate.enter(list(x))
+        return [v * 2 for v in x]
+
+    return app
+
+
+def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, batch=True))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[0.5]), timeout=TIMEOUT)
+        gate.wait_entered()
+        # Distinct inputs with distinct row counts, so a mix-up would show.
+        inputs = [[float(i)] * i for i in range(1, 6)]
+        futures = [call.future(s.pb2.DoubleRequest(x=x), timeout=TIMEOUT) for x in inputs]
+        rec.wait_depth("double", sum(map(len, inputs)))
+        gate.open()
+        assert list(first.result().result) == [1.0]
+        for x, future in zip(inputs, futures, strict=True):
+            assert list(future.result().result) == [v * 2 for v in x]
+    assert len(gate.calls) == 2
+    assert sorted(gate.calls[1]) == sorted(v for x in inputs for v in x)
+    assert rec.dispatched == [("double", 1, 1), ("double", 15, 5)]
+    assert len([w for w in rec.waits if w[0] == "double"]) == 6
+
+
+def test_a_lone_request_on_an_idle_model_does_not_wait_for_the_timeout(blazerpc_serve, blazerpc_stubs):
+    app = BlazeApp()
+
+    @app.model("double", batch_timeout_ms=10_000)
+    def double(x: list[float]) -> list[float]:
+        return [v * 2 for v in x]
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        reply = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble(s.pb2.DoubleRequest(x=[2.0]), timeout=2)
+    assert list(reply.result) == [4.0]
+    assert rec.dispatched == [("double", 1, 1)]
+
+
+def test_a_request_larger_than_max_batch_size_runs_on_its_own(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_batch_size=2))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        big = call.future(s.pb2.DoubleRequest(x=[1.0, 2.0, 3.0, 4.0, 5.0]), timeout=TIMEOUT)
+        rec.wait_depth("double", 5)
+        small = call.future(s.pb2.DoubleRequest(x=[7.0]), timeout=TIMEOUT)
+        rec.wait_depth("double", 6)
+        gate.open()
+        assert list(big.result().result) == [2.0, 4.0, 6.0, 8.0, 10.0]
+        assert list(small.result().result) == [14.0]
+        first.result()
+    assert rec.dispatched == [("double", 1, 1), ("double", 5, 1), ("double", 1, 1)]
+
+
+def test_tensors_named_batch_are_batched_and_split_by_rows(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    app = BlazeApp()
+
+    @app.model("scale")
+    def scale(x: TensorInput[np.float32, "batch", 3]) -> TensorOutput[np.float32, "batch", 3]:
+        gate.enter(x.shape)
+        return x * 10
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictScale
+        first = call.future(s.pb2.ScaleRequest(x=tensor(s.pb2, np.zeros((1, 3), np.float32))), timeout=TIMEOUT)
+        gate.wait_entered()
+        sent = [np.full((rows, 3), rows, np.float32) + np.arange(3, dtype=np.float32) for rows in (2, 1, 3)]
+        futures = [call.future(s.pb2.ScaleRequest(x=tensor(s.pb2, a)), timeout=TIMEOUT) for a in sent]
+        rec.wait_depth("scale", 6)
+        gate.open()
+        first.result()
+        for a, future in zip(sent, futures, strict=True):
+            np.testing.assert_array_equal(array(future.result().result), a * 10)
+    assert gate.calls == [(1, 3), (6, 3)]
+
+
+def test_list_inputs_or_unnamed_dynamic_dims_alone_never_turn_batching_on(blazerpc_serve, blazerpc_stubs):
+    # Three calls must be inside the model at once: impossible if they were joined into one.
+    barrier = threading.Barrier(3, timeout=TIMEOUT)
+    seen: list[int] = []
+    app = BlazeApp()
+
+    @app.model("lengths")
+    def lengths(x: list[float]) -> list[float]:
+        seen.append(len(x))
+        barrier.wait()
+        return x
+
+    @app.model("rows")
+    def rows(x: TensorInput[np.float32, None, 2]) -> TensorOutput[np.float32, None, 2]:
+        return x
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = s.pb2_grpc.InferenceServiceStub(channel)
+        futures = [stub.PredictLengths.future(s.pb2.LengthsRequest(x=[1.0] * n), timeout=TIMEOUT) for n in (1, 2, 3)]
+        assert sorted(len(f.result().result) for f in futures) == [1, 2, 3]
+        stub.PredictRows(s.pb2.RowsRequest(x=tensor(s.pb2, np.ones((2, 2), np.float32))), timeout=TIMEOUT)
+    assert sorted(seen) == [1, 2, 3]
+    assert rec.dispatched == []
+
+
+def test_opting_in_a_model_that_cannot_be_batched_fails_at_registration():
+    app = BlazeApp()
+    with pytest.raises(RegistrationError, match=r"'add'.*cannot be batched: parameter 'a' \(double\)"):
+
+        @app.model("add", batch=True)
+        def add(a: float, b: float) -> float:
+            return a + b
+
+    with pytest.raises(RegistrationError, match=r"cannot be batched: its return type"):
+
+        @app.model("total", max_batch_size=8)
+        def total(x: list[float]) -> float:
+            return sum(x)
+
+    with pytest.raises(RegistrationError, match=r"streaming models are never batched"):
+
+        @app.model("count", batch=True)
+        def count(n: list[int]) -> Iterator[int]:
+            yield from n
+
+    # An app-wide knob opts in every model of the app; batch=False on the model wins.
+    knobbed = BlazeApp(max_batch_size=8)
+    with pytest.raises(RegistrationError, match="pass batch=False"):
+
+        @knobbed.model("add")
+        def add2(a: float, b: float) -> float:
+            return a + b
+
+    @knobbed.model("add", batch=False)
+    def add3(a: float, b: float) -> float:
+        return a + b
+
+    assert [spec.name for spec in app] == []
+    assert [spec.name for spec in knobbed] == ["add"]
+
+
+def test_a_standalone_model_that_opts_in_but_cannot_batch_fails_when_the_server_is_built(blazerpc_serve):
+    @model("add", batch=True)
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    with pytest.raises(RegistrationError, match="cannot be batched"):
+        blazerpc_serve(add)
+
+
+def test_server_level_knobs_never_turn_batching_on(blazerpc_serve, blazerpc_stubs):
+    app = BlazeApp()
+
+    @app.model("count")
+    def count(x: list[str]) -> list[int]:
+        return [len(t) for t in x]
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, batching=BatchSettings(max_batch_size=4))
+    with grpc.insecure_channel(server.address) as channel:
+        reply = s.pb2_grpc.InferenceServiceStub(channel).PredictCount(s.pb2.CountRequest(x=["ab", "c"]))
+    assert list(reply.result) == [2, 1]
+    assert rec.dispatched == []
+
+
+def test_batch_false_wins_over_a_batch_named_tensor(blazerpc_serve, blazerpc_stubs):
+    app = BlazeApp()
+
+    @app.model("scale", batch=False)
+    def scale(x: TensorInput[np.float32, "batch", 2]) -> TensorOutput[np.float32, "batch", 2]:
+        return x
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = s.pb2_grpc.InferenceServiceStub(channel)
+        stub.PredictScale(s.pb2.ScaleRequest(x=tensor(s.pb2, np.ones((1, 2), np.float32))), timeout=TIMEOUT)
+    assert rec.dispatched == []
+
+
+def test_server_knobs_are_defaults_and_the_model_wins(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    app = doubling_app(gate, batch=True)
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, batching=BatchSettings(max_batch_size=2))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        futures = []
+        for i in range(1, 5):
+            futures.append(call.future(s.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT))
+            rec.wait_depth("double", i)
+        gate.open()
+        assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
+        first.result()
+    assert rec.dispatched == [("double", 1, 1), ("double", 2, 2), ("double", 2, 2)]
+
+    spec = next(iter(doubling_app(Gate(), max_batch_size=3, batch_timeout_ms=7)))
+    server_settings = BatchSettings(max_batch_size=100, batch_timeout_ms=1, max_queue_size=50)
+    merged = spec.batching.merged_over(server_settings)
+    config = BatchConfig.from_settings(merged, spec.label)
+    assert (config.max_batch_size, config.batch_timeout, config.max_queue_size) == (3, 0.007, 50)
+    assert BatchConfig.from_settings(BatchSettings(), "m") == BatchConfig()
+
+
+def test_expired_and_cancelled_requests_never_reach_the_model(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, batch=True))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        cancelled = call.future(s.pb2.DoubleRequest(x=[-2.0]), timeout=TIMEOUT)
+        rec.wait_depth("double", 1)
+        expired = call.future(s.pb2.DoubleRequest(x=[-1.0]), timeout=2.0)
+        rec.wait_depth("double", 2)
+        cancelled.cancel()
+        assert expired.exception(TIMEOUT).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        rec.wait_depth("double", 0)
+        gate.open()
+        assert list(first.result().result) == [2.0]
+        assert list(call(s.pb2.DoubleRequest(x=[3.0]), timeout=TIMEOUT).result) == [6.0]
+    assert cancelled.cancelled()
+    assert gate.calls == [[1.0], [3.0]]
+
+
+def test_a_full_queue_answers_resource_exhausted_naming_the_model_and_limit(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_queue_size=3))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        queued = call.future(s.pb2.DoubleRequest(x=[2.0, 3.0]), timeout=TIMEOUT)
+        rec.wait_depth("double", 2)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(s.pb2.DoubleRequest(x=[4.0, 5.0]), timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "'double'" in refused.value.details() and "3 rows" in refused.value.details()
+        # One more row still fits.
+        fits = call.future(s.pb2.DoubleRequest(x=[6.0]), timeout=TIMEOUT)
+        rec.wait_depth("double", 3)
+        gate.open()
+        assert list(queued.result().result) == [4.0, 6.0]
+        assert list(fits.result().result) == [12.0]
+        first.result()
+
+
+def test_priorities_reorder_the_queue_and_invalid_ones_are_refused(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_batch_size=1))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        futures = []
+        for depth, (value, priority) in enumerate(
+            [(1.0, "-50"), (2.0, None), (3.0, "50"), (4.0, "50"), (5.0, "0")], start=1
+        ):
+            metadata = None if priority is None else (("x-blazerpc-priority", priority),)
+            futures.append(call.future(s.pb2.DoubleRequest(x=[value]), timeout=TIMEOUT, metadata=metadata))
+            rec.wait_depth("double", depth)
+        gate.open()
+        for future in [first, *futures]:
+            future.result()
+        for bad in ("high", "1.5", "101", ""):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT, metadata=(("x-blazerpc-priority", bad),))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "x-blazerpc-priority" in refused.value.details()
+    # Highest first, FIFO within a level (the default is 0).
+    assert gate.calls == [[0.0], [3.0], [4.0], [2.0], [5.0], [1.0]]
+
+
+def test_partial_failure_fails_only_the_requests_owning_the_failed_rows(blazerpc_serve, blazerpc_stubs):
+    gate, tensor_gate = Gate(), Gate()
+    app = BlazeApp()
+
+    @app.model("invert", batch=True)
+    def invert(x: list[float]) -> list[float]:
+        gate.enter(list(x))
+        return [ZeroDivisionError(f"cannot invert {v}") if v == 0 else 1 / v for v in x]  # type: ignore[misc]
+
+    @app.model("norm")
+    def norm(x: TensorInput[np.float32, "batch", 2]) -> TensorOutput[np.float32, "batch", 2]:
+        tensor_gate.enter(x.shape)
+        # A list of rows (or exceptions) stands for the output tensor.
+        return [ValueError("zero row") if not row.any() else row / row.sum() for row in x]  # type: ignore[return-value]
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = s.pb2_grpc.InferenceServiceStub(channel)
+        first = stub.PredictInvert.future(s.pb2.InvertRequest(x=[1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        good = stub.PredictInvert.future(s.pb2.InvertRequest(x=[2.0, 4.0]), timeout=TIMEOUT)
+        rec.wait_depth("invert", 2)
+        bad = stub.PredictInvert.future(s.pb2.InvertRequest(x=[5.0, 0.0]), timeout=TIMEOUT)
+        rec.wait_depth("invert", 4)
+        gate.open()
+        first.result()
+        assert list(good.result().result) == [0.5, 0.25]
+        error = bad.exception()
+        assert error.code() == grpc.StatusCode.INTERNAL
+        assert "cannot invert 0.0" in error.details() and "ZeroDivisionError" in error.details()
+
+        norm_call = stub.PredictNorm
+        sent = [np.array([[1, 1]], np.float32), np.array([[0, 0], [1, 1]], np.float32), np.array([[1, 3]], np.float32)]
+        futures = [norm_call.future(s.pb2.NormRequest(x=tensor(s.pb2, sent[0])), timeout=TIMEOUT)]
+        tensor_gate.wait_entered()
+        for depth, a in ((2, sent[1]), (3, sent[2])):
+            futures.append(norm_call.future(s.pb2.NormRequest(x=tensor(s.pb2, a)), timeout=TIMEOUT))
+            rec.wait_depth("norm", depth)
+        tensor_gate.open()
+        np.testing.assert_allclose(array(futures[0].result().result), [[0.5, 0.5]])
+        assert futures[1].exception().code() == grpc.StatusCode.INTERNAL
+        assert "zero row" in futures[1].exception().details()
+        np.testing.assert_allclose(array(futures[2].result().result), [[0.25, 0.75]])
+    assert gate.calls == [[1.0], [2.0, 4.0, 5.0, 0.0]]
+    assert tensor_gate.calls == [(1, 2), (3, 2)]
+
+
+def test_an_output_with_the_wrong_row_count_fails_the_whole_batch(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    app = BlazeApp()
+
+    @app.model("short", batch=True)
+    def short(x: list[float]) -> list[float]:
+        gate.enter(list(x))
+        return x[1:] if len(x) > 1 else x
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictShort
+        first = call.future(s.pb2.ShortRequest(x=[1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        futures = [call.future(s.pb2.ShortRequest(x=[float(i)]), timeout=TIMEOUT) for i in (2, 3)]
+        rec.wait_depth("short", 2)
+        gate.open()
+        first.result()
+        for future in futures:
+            error = future.exception()
+            assert error.code() == grpc.StatusCode.INTERNAL
+            assert "'short'" in error.details() and "1 rows" in error.details() and "batch of 2 rows" in error.details()
+
+
+def test_inputs_of_one_request_must_have_the_same_row_count(blazerpc_serve, blazerpc_stubs):
+    app = BlazeApp()
+
+    @app.model("pair", batch=True)
+    def pair(a: list[float], b: list[float]) -> list[float]:
+        return [x + y for x, y in zip(a, b, strict=True)]
+
+    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictPair
+        with pytest.raises(grpc.RpcError) as refused:
+            call(s.pb2.PairRequest(a=[1.0, 2.0], b=[1.0]), timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'a' has 2, 'b' has 1" in refused.value.details()
+        assert list(call(s.pb2.PairRequest(a=[1.0, 2.0], b=[3.0, 4.0]), timeout=TIMEOUT).result) == [4.0, 6.0]
+
+
+def test_max_concurrent_batches_lets_two_batches_run_at_once(blazerpc_serve, blazerpc_stubs):
+    # Both calls must be inside the model at once: impossible with one batch at a time.
+    barrier = threading.Barrier(2, timeout=TIMEOUT)
+    entered = threading.Event()
+    app = BlazeApp()
+
+    @app.model("pair", max_concurrent_batches=2)
+    def pair(x: list[float]) -> list[float]:
+        entered.set()
+        barrier.wait()
+        return x
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictPair
+        first = call.future(s.pb2.PairRequest(x=[0.0]), timeout=TIMEOUT)
+        assert entered.wait(TIMEOUT)
+        second = call.future(s.pb2.PairRequest(x=[1.0]), timeout=TIMEOUT)
+        assert [f.result().result[0] for f in (first, second)] == [0.0, 1.0]
+    assert rec.dispatched == [("pair", 1, 1), ("pair", 1, 1)]
+
+
+def test_async_models_are_batched_on_the_loop(blazerpc_serve, blazerpc_stubs):
+    app = BlazeApp()
+    sizes: list[int] = []
+
+    @app.model("shout", batch=True)
+    async def shout(x: list[str]) -> list[str]:
+        sizes.append(len(x))
+        return [t.upper() for t in x]
+
+    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictShout
+        futures = [call.future(s.pb2.ShoutRequest(x=[f"a{i}", f"b{i}"]), timeout=TIMEOUT) for i in range(8)]
+        for i, future in enumerate(futures):
+            assert list(future.result().result) == [f"A{i}", f"B{i}"]
+    assert sum(sizes) == 16
+
+
+def test_adaptive_policy_refuses_early_what_cannot_meet_its_latency_target(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    app = BlazeApp()
+
+    @app.model("slow", max_latency_ms=50)
+    def slow(x: list[float]) -> list[float]:
+        if x[0] < 0:
+            gate.enter(list(x))
+        time.sleep(0.2)  # every batch costs at least 200 ms: four times the target
+        return x
+
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictSlow
+        for i in range(3):  # the model is idle: admitted, and the policy learns its cost
+            assert list(call(s.pb2.SlowRequest(x=[float(i)]), timeout=TIMEOUT).result) == [float(i)]
+        busy = call.future(s.pb2.SlowRequest(x=[-1.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        with pytest.raises(grpc.RpcError) as refused:
+            call(s.pb2.SlowRequest(x=[5.0]), timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "'slow'" in refused.value.details() and "latency target of 50 ms" in refused.value.details()
+        gate.open()
+        assert list(busy.result().result) == [-1.0]
+        assert list(call(s.pb2.SlowRequest(x=[6.0]), timeout=TIMEOUT).result) == [6.0]
+    # The refused request was never queued: five batches, one per admitted request.
+    assert rec.dispatched == [("slow", 1, 1)] * 5
+
+
+def test_adaptive_policy_batches_queued_requests(blazerpc_serve, blazerpc_stubs):
+    gate = Gate()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, policy="adaptive"))
+    with grpc.insecure_channel(server.address) as channel:
+        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
+        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+        gate.wait_entered()
+        futures = [call.future(s.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT) for i in range(1, 5)]
+        rec.wait_depth("double", 4)
+        gate.open()
+        assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
+        first.result()
+    assert rec.dispatched == [("double", 1, 1), ("double", 4, 4)]
+
+
+class _PairsRule:
+    """Waits until two requests are queued (the batcher re-asks once max_batch_size rows are)."""
+
+    def admit(self, state: Any, rows: int, now: float, remaining: float | None) -> None:
+        return None
+
+    def delay(self, state: Any, now: float) -> float:
+        return 0.0 if state.queue.count >= 2 else 3600.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        return None
+
+
+class _PairsPolicy:
+    name = "pairs"
+
+    def create_runner(self, method: Any, invoker: Any, events: Any) -> Any:
+        plan = batch_plan(method)
+        assert plan is not None
+        return Batcher(method, invoker, events, plan=plan, config=BatchConfig(max_batch_size=2), rule=_PairsRule())
+
+
+class _PairsPlugin:
+    __name__ = "pairs-policy"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @hookimpl
+    def blazerpc_batching_policy(self, spec: Any, settings: Any) -> Any:
+        self.asked.append(spec.name)
+        return _PairsPolicy() if spec.name == "pairs" else None
+
+
+def test_a_third_party_policy_schedules_the_models_it_claims(blazerpc_serve, blazerpc_stubs):
+    calls: list[list[float]] = []
+    app = BlazeApp()
+
+    @app.model("pairs", batch=True)
+    def pairs(x: list[float]) -> list[float]:
+        calls.append(list(x))
+        return [v + 1 for v in x]
+
+    @app.model("others", batch=True)
+    def others(x: list[float]) -> list[float]:
+        return [v - 1 for v in x]
+
+    plugin = _PairsPlugin()
+    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, plugins=[plugin])
+    with grpc.insecure_channel(server.address) as channel:
+        stub = s.pb2_grpc.InferenceServiceStub(channel)
+        # The built-in policy still serves "others": a lone request goes at once.
+        assert list(stub.PredictOthers(s.pb2.OthersRequest(x=[1.0]), timeout=TIMEOUT).result) == [0.0]
+        one = stub.PredictPairs.future(s.pb2.PairsRequest(x=[1.0]), timeout=TIMEOUT)
+        rec.wait_depth("pairs", 1)
+        two = stub.PredictPairs.future(s.pb2.PairsRequest(x=[2.0]), timeout=TIMEOUT)
+        assert list(one.result().result) == [2.0]
+        assert list(two.result().result) == [3.0]
+    assert sorted(plugin.asked) == ["others", "pairs"]
+    assert calls == [[1.0, 2.0]]
