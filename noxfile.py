@@ -32,8 +32,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core's tests; no ML framework is installed here."""
-    session.install("-q", "-e", ".[test]")
+    """The core's tests (with OpenTelemetry for the tracing plugin); no ML framework is installed here."""
+    session.install("-q", "-e", ".[test,tracing]")
     session.run(*PYTEST, "tests", *session.posargs)
 
 

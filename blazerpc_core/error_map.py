@@ -71,7 +71,8 @@ class ErrorMap:
 
     def __init__(self, mapping: Mapping[type[BaseException], StatusLike]) -> None:
         self.mapping = _checked(mapping)
-        self.__name__ = "error-map:" + ",".join(sorted(t.__qualname__ for t in self.mapping))
+        # Unique per instance: two apps served together may both map ValueError.
+        self.__name__ = f"app-error-map-{id(self):x}"
 
     @hookimpl(trylast=True)
     def blazerpc_startup(self, context: ServerContext) -> None:

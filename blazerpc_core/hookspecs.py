@@ -118,8 +118,9 @@ def blazerpc_cli_options() -> Sequence[click.Option] | None:
 
     Return a list of ``click.Option``. Their values land in
     ``ServeSettings.extra[<option name>]``. Give each an ``envvar`` named
-    ``BLAZERPC_<NAME>`` so operators can set it from the environment. Called once when
-    the command line is built.
+    ``BLAZERPC_<NAME>`` so operators can set it from the environment. Several plugins may
+    declare the same option (say ``--name``): the first declaration is used and all of
+    them read its value. Called once when the command line is built.
     """
 
 

@@ -10,14 +10,20 @@ the call. ``ctx.status`` holds the final gRPC status name once the server knows 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+from grpclib.metadata import encode_metadata
 
 if TYPE_CHECKING:
     from grpclib.metadata import Deadline
 
     from blazerpc_core.registry import ModelSpec
+
+
+log = logging.getLogger("blazerpc.server")
 
 
 class CallContext:
@@ -72,6 +78,17 @@ class CallContext:
         self.on_done: list[Callable[[CallContext], None]] = []
         self.messages_in = 0
         self.messages_out = 0
+
+    def trailers(self) -> dict[str, str] | None:
+        """``trailing_metadata`` if gRPC can carry it; otherwise None, logged (the status matters more)."""
+        if not self.trailing_metadata:
+            return None
+        try:
+            encode_metadata(self.trailing_metadata)
+        except (TypeError, ValueError) as exc:
+            log.error("dropping trailing metadata set by middleware for %s: %s", self.path, exc)
+            return None
+        return self.trailing_metadata
 
     def time_remaining(self) -> float | None:
         """Seconds until the client's deadline, or None when it set none."""

@@ -176,3 +176,27 @@ def test_a_taken_metrics_port_fails_startup_naming_it(blazerpc_serve: Any) -> No
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             blazerpc_serve(make_app(), metrics_port=port, load_entry_points=False)
+
+
+def test_real_batches_feed_the_batch_families(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+    app = BlazeApp()
+
+    @app.model("double", max_batch_size=8)
+    def double(x: list[float]) -> list[float]:
+        return [v * 2 for v in x]
+
+    port = free_port()
+    server = blazerpc_serve(app, metrics_port=port)
+    stubs = blazerpc_stubs(server)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        futures = [stub.PredictDouble.future(stubs.pb2.DoubleRequest(x=[1.0] * rows), timeout=TIMEOUT)
+                   for rows in (1, 2, 3)]
+        assert [list(f.result().result) for f in futures] == [[2.0], [2.0] * 2, [2.0] * 3]
+    samples = scrape(port)
+    double_labels = labels(model="double", version="1")
+    # However the three requests were grouped, the batches carried all six rows.
+    assert samples[("blazerpc_batch_size_sum", double_labels)] == 6
+    assert 1 <= samples[("blazerpc_batch_size_count", double_labels)] <= 3
+    assert samples[("blazerpc_queue_wait_seconds_count", double_labels)] == 3
+    assert samples[("blazerpc_queue_depth", double_labels)] == 0

@@ -174,3 +174,33 @@ def test_tracing_adds_nothing_without_opentelemetry(monkeypatch: pytest.MonkeyPa
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # makes the import fail, as if not installed
     assert tracing.blazerpc_middleware(settings=ServeSettings()) is None
+
+
+def test_invalid_trailing_metadata_from_a_middleware_does_not_hide_the_status(blazerpc_serve, blazerpc_stubs):
+    """Tried: a non-ASCII value with a newline, and a reserved ``grpc-`` key, set by a buggy middleware."""
+
+    class Sloppy:
+        async def __call__(self, ctx, call_next):
+            ctx.trailing_metadata.update({"x-note": "naïve\n", "grpc-status": "0"})
+            return await call_next(ctx)
+
+    class SloppyPlugin:
+        @hookimpl
+        def blazerpc_middleware(self, settings):
+            return [Sloppy()]
+
+    app = BlazeApp()
+
+    @app.model("div")
+    def div(a: float, b: float) -> float:
+        return a / b
+
+    server = blazerpc_serve(app, plugins=[SloppyPlugin()])
+    stubs = blazerpc_stubs(server)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+        assert stub.PredictDiv(stubs.pb2.DivRequest(a=1, b=2), timeout=5).result == 0.5
+        with pytest.raises(grpc.RpcError) as info:
+            stub.PredictDiv(stubs.pb2.DivRequest(a=1, b=0), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "ZeroDivisionError" in info.value.details()

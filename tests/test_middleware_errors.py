@@ -123,3 +123,19 @@ def test_cli_rejects_a_bad_error_map_before_serving() -> None:
     result = CliRunner().invoke(make_cli(), ["serve", "app.py", "--error-map", "ValueError=TEAPOT"])
     assert result.exit_code == 2
     assert "unknown gRPC status 'TEAPOT'" in result.output
+
+
+def test_two_apps_with_error_maps_serve_together(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+    first = make_app(error_map={ValueError: "INVALID_ARGUMENT"})
+    second = BlazeApp(error_map={ValueError: "INVALID_ARGUMENT", KeyError: "NOT_FOUND"})
+
+    @second.model("other")
+    def other(x: int) -> int:
+        raise KeyError(x)
+
+    server = blazerpc_serve([first, second])
+    stubs = blazerpc_stubs(server)
+    assert statuses(server, stubs, "value")["value"][0] == grpc.StatusCode.INVALID_ARGUMENT
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as info:
+        stubs.pb2_grpc.InferenceServiceStub(channel).PredictOther(stubs.pb2.OtherRequest(x=1), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND

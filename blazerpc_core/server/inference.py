@@ -115,7 +115,7 @@ class MethodHandler:
             response = self._encode(result)
             await stream.send_message(response)
             ctx.messages_out += 1
-            await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
+            await stream.send_trailing_metadata(metadata=ctx.trailers())
             ctx.finish("OK", None)
         except BaseException as exc:
             await self._fail(stream, ctx, exc)
@@ -211,7 +211,7 @@ class MethodHandler:
         ctx.finish(status.name, message)
         try:
             await stream.send_trailing_metadata(
-                status=status, status_message=message, metadata=ctx.trailing_metadata or None
+                status=status, status_message=message, metadata=ctx.trailers()
             )
         except Exception:  # the client may be gone; nothing left to tell it
             log.debug("could not send status to %s", ctx.peer)

@@ -135,7 +135,7 @@ class StreamingCalls:
                 requests.check()
                 await stream.send_message(h._encode(result))
                 ctx.messages_out += 1
-                await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
+                await stream.send_trailing_metadata(metadata=ctx.trailers())
                 ctx.finish("OK", None)
         except BaseException as exc:
             # A bad request message is the cause even when the model caught it and failed later.
@@ -167,7 +167,7 @@ class StreamingCalls:
                 await _close_results(results)
         if requests is not None:
             requests.check()
-        await stream.send_trailing_metadata(metadata=ctx.trailing_metadata or None)
+        await stream.send_trailing_metadata(metadata=ctx.trailers())
         ctx.finish("OK", None)
 
 

@@ -41,6 +41,9 @@ class SavedModelFunction:
         outputs = self.function.structured_outputs
         if args or not isinstance(outputs, dict):
             raise RegistrationError(f"SavedModel {str(path)!r}: signature {signature!r} is not a named signature")
+        # TensorFlow does not keep a stable order across loads; sort so the .proto is stable.
+        kwargs = dict(sorted(kwargs.items()))
+        outputs = dict(sorted(outputs.items()))
         in_specs = [_spec(s, path, f"input {n!r}") for n, s in kwargs.items()]
         out_specs = [_spec(s, path, f"output {n!r}") for n, s in outputs.items()]
         batchable = all(s.shape and s.shape[0] is None for s in in_specs + out_specs)
