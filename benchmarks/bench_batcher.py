@@ -37,8 +37,10 @@ from blazerpc_core import BlazeApp, TensorInput, TensorOutput
 
 TARGET_ROWS_PER_S = 50_000
 COLS = 16
-#: (submitters, rows per request): many callers with one row, fewer with a few.
-CASES: tuple[tuple[int, int], ...] = ((256, 1), (64, 4))
+#: (submitters, rows per request, max_batch_size): many callers with one row, fewer with a
+#: few, at the server's default batch size (None = 32); then 256 x 1 with batches as large as
+#: the submitters can fill, to show what the per-batch costs (thread hop, concatenate) weigh.
+CASES: tuple[tuple[int, int, int | None], ...] = ((256, 1, None), (64, 4, None), (256, 1, 128))
 DEFAULT_CPU = 0  # the core the network scenarios pin servers to
 
 
@@ -221,22 +223,28 @@ def run(
     warmup: float = 1.0,
     *,
     cpu: int | None = DEFAULT_CPU,
-    cases: tuple[tuple[int, int], ...] = CASES,
-    max_batch_size: int | None = None,
+    cases: tuple[tuple[int, int, int | None], ...] = CASES,
 ) -> list[dict[str, Any]]:
-    """Every case through the batcher and directly, each in a fresh child pinned to ``cpu``.
+    """Every case through the batcher, and directly once per (submitters, rows), each in a
+    fresh child pinned to ``cpu``.
 
     A fresh process per case keeps one case's garbage and thread pool out of the next.
     """
     rows_out: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")
-    for submitters, rows in cases:
-        for mode in ("batcher", "direct"):
+    direct_done: set[tuple[int, int]] = set()
+    for submitters, rows, max_batch_size in cases:
+        modes = ["batcher"]
+        if (submitters, rows) not in direct_done:
+            modes.append("direct")
+            direct_done.add((submitters, rows))
+        for mode in modes:
             with ProcessPoolExecutor(1, mp_context=ctx, initializer=_pin, initargs=(cpu,)) as child:
                 row = child.submit(run_case, mode, submitters, rows, duration, warmup, max_batch_size).result()
             row["cpu"] = cpu
             print(
-                f"  {mode:7s} {submitters:4d} x {rows} row(s): {row['rows_per_s']:>11,.0f} rows/s "
+                f"  {mode:7s} {submitters:4d} x {rows} row(s) max_batch={row['max_batch_size']}: "
+                f"{row['rows_per_s']:>11,.0f} rows/s "
                 f"cpu={row['cpu_cores']:.2f} ({row['cpu_us_per_row']:.1f} us/row) other_cpu={row['other_cpu']:.2f}"
                 + (f" rows/batch={row['mean_rows_per_batch']:.1f}" if mode == "batcher" else ""),
                 flush=True,
@@ -252,11 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--cpu", type=int, default=DEFAULT_CPU, help="pin each case to this CPU (-1: no pin)")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the server default (32)")
     args = parser.parse_args(argv)
     with bench_lock():
-        rows = run(args.duration, args.warmup, cpu=None if args.cpu < 0 else args.cpu,
-                   max_batch_size=args.max_batch_size)
+        rows = run(args.duration, args.warmup, cpu=None if args.cpu < 0 else args.cpu)
     path = write_results("batcher", rows, meta={"argv": sys.argv[1:] if argv is None else argv})
     cols = ("mode", "submitters", "rows_per_request", "max_batch_size", "rows_per_s", "cpu_cores",
             "cpu_us_per_row", "mean_rows_per_batch", "wrong_answers")

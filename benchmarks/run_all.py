@@ -67,19 +67,21 @@ def scenario_batcher(plan: RunPlan) -> ScenarioResult:
     with bench_lock():
         rows = bench_batcher.run(plan.timing.duration, plan.timing.warmup)
     checks: list[Check] = []
-    for submitters, per_req in bench_batcher.CASES:
+    for submitters, per_req, max_batch in bench_batcher.CASES:
         case = [r for r in rows if r["submitters"] == submitters and r["rows_per_request"] == per_req]
-        batched = next(r for r in case if r["mode"] == "batcher")
+        batched = next(r for r in case if r["mode"] == "batcher" and r["max_batch_size"] == (max_batch or 32))
         direct = next(r for r in case if r["mode"] == "direct")
-        name = f"{submitters} submitters x {per_req} row(s)"
-        checks.append(at_least(
-            "5-batcher", f"{name}: rows/s through the batcher", batched["rows_per_s"], None,
-            bench_batcher.TARGET_ROWS_PER_S, unit="rows/s",
-            note=f"{batched['mean_rows_per_batch']:.1f} rows/batch, {batched['cpu_us_per_row']:.1f} us CPU/row at "
-                 f"{batched['cpu_cores']:.2f} cores; wrong answers {batched['wrong_answers']}",
-        ))
+        name = f"{submitters} x {per_req} row(s), max_batch_size {batched['max_batch_size']}"
+        note = (f"{batched['mean_rows_per_batch']:.1f} rows/batch, {batched['cpu_us_per_row']:.1f} us CPU/row at "
+                f"{batched['cpu_cores']:.2f} cores; wrong answers {batched['wrong_answers']}")
+        if max_batch is None:  # the server's defaults: judged
+            checks.append(at_least("5-batcher", f"{name}: rows/s", batched["rows_per_s"], None,
+                                   bench_batcher.TARGET_ROWS_PER_S, unit="rows/s", note=note))
+        else:
+            checks.append(info("5-batcher", f"{name}: rows/s (tuned, not judged)", batched["rows_per_s"], None,
+                               unit="rows/s", note=note))
         checks.append(info(
-            "5-batcher", f"{name}: batcher vs direct call per request", batched["rows_per_s"], direct["rows_per_s"],
+            "5-batcher", f"{name}: vs direct call per request", batched["rows_per_s"], direct["rows_per_s"],
             unit="rows/s", note=f"direct: {direct['cpu_us_per_row']:.2f} us/row",
         ))
     for row in rows:
@@ -137,7 +139,7 @@ def summary_table(results: list[ScenarioResult]) -> str:
     ]
     for res in results:
         for c in res.checks:
-            ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x"
+            ratio = "-" if c.ratio is None else f"{c.ratio:.2f}x" if c.ratio >= 0.1 else f"{c.ratio:.2g}x"
             lines.append(
                 f"| {c.scenario} | {c.name} | {_num(c.value, c.unit)} | {_num(c.baseline, c.unit)} | {ratio} | "
                 f"{c.target} | **{c.verdict}** | {res.max_other_cpu():.2f} | {c.note} |"

@@ -206,8 +206,9 @@ def scenario_batch64(t: Timing) -> ScenarioResult:
     checks = [
         at_least("3-batch64", "batched req/s vs unbatched", on["rps"], off["rps"], BATCH_SPEEDUP_TARGET,
                  unit="req/s",
-                 note=f"{per_batch:.1f} rows/batch; unbatched calls overlap in {off['limit']}-limited pool threads "
-                      f"(server us/op on {on['server_us_per_op']} vs off {off['server_us_per_op']})"),
+                 note=f"{per_batch:.1f} rows/batch; server us/op on {on['server_us_per_op']} vs off "
+                      f"{off['server_us_per_op']}, limit {on['limit']} / {off['limit']}; unbatched calls overlap "
+                      "in the model thread pool"),
         at_most("3-batch64", "batched p99", on["p99_ms"], None, round(P99_BOUND_MS, 2), unit="ms",
                 note=f"bound = {BATCH_TIMEOUT_MS:g} ms timeout + 3 x {slow_cost_ms(MAX_BATCH):.2f} ms (one "
                      f"{MAX_BATCH}-row batch); p50 {on['p50_ms']:.2f} ms, unbatched p99 {off['p99_ms']:.2f} ms"),

@@ -1,16 +1,11 @@
-"""Helpers to build and read TensorProto messages in tests."""
+"""``to_proto``, the old name of :func:`blazerpc_core.testing.tensor_proto`.
+
+Only tests/test_streaming.py still imports it (that file is being edited in a separate
+change). Once it imports ``tensor_proto`` from ``blazerpc_core.testing``, delete this module.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from blazerpc_core.testing import tensor_proto as to_proto
 
-import numpy as np
-
-
-def to_proto(pb2: Any, array: np.ndarray) -> Any:
-    array = np.ascontiguousarray(array)
-    return pb2.TensorProto(shape=list(array.shape), dtype=array.dtype.name, data=array.tobytes())
-
-
-def from_proto(message: Any) -> np.ndarray:
-    return np.frombuffer(message.data, dtype=np.dtype(message.dtype)).reshape(list(message.shape))
+__all__ = ["to_proto"]

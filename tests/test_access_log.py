@@ -13,7 +13,7 @@ import pytest
 
 from blazerpc_core import BlazeApp
 from blazerpc_core.observability.logformat import JsonFormatter
-from tests.processes import serve_process
+from blazerpc_core.testing import serve_cli
 
 TIMEOUT = 10
 
@@ -136,7 +136,7 @@ def test_cli_log_format_json_writes_one_json_object_per_line(tmp_path: Path) -> 
         "def add(a: float, b: float) -> float:\n"
         "    return a + b\n"
     )
-    with serve_process([str(app), "--log-format", "json"]) as server:
+    with serve_cli(str(app), "--log-format", "json") as server:
         with grpc.insecure_channel(server.address) as channel:
             raw = channel.unary_unary("/blazerpc.InferenceService/PredictAdd")
             raw(b"", metadata=(("x-request-id", "cli-1"),), timeout=TIMEOUT)

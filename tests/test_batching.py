@@ -13,27 +13,20 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from batching_support import Gate, Recorder
+from batching_support import Gate
 
 from blazerpc_core import BlazeApp, RegistrationError, TensorInput, TensorOutput, hookimpl, model
 from blazerpc_core.runtime.batcher import Batcher
 from blazerpc_core.runtime.dispatch import BatchConfig
 from blazerpc_core.runtime.plan import batch_plan
 from blazerpc_core.settings import BatchSettings
+from blazerpc_core.testing import BatchRecorder, array_from_proto, tensor_proto
 
 TIMEOUT = 30
 
 
-def tensor(pb2: Any, array: np.ndarray) -> Any:
-    return pb2.TensorProto(shape=array.shape, dtype=array.dtype.name, data=array.tobytes())
-
-
-def array(message: Any) -> np.ndarray:
-    return np.frombuffer(message.data, dtype=message.dtype).reshape(list(message.shape))
-
-
 def serve(blazerpc_serve, blazerpc_stubs, app, **settings):
-    recorder = Recorder()
+    recorder = BatchRecorder()
     server = blazerpc_serve(app, plugins=[recorder, *settings.pop("plugins", [])], **settings)
     return server, blazerpc_stubs(server), recorder
 
@@ -114,15 +107,15 @@ def test_tensors_named_batch_are_batched_and_split_by_rows(blazerpc_serve, blaze
     server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
     with grpc.insecure_channel(server.address) as channel:
         call = s.pb2_grpc.InferenceServiceStub(channel).PredictScale
-        first = call.future(s.pb2.ScaleRequest(x=tensor(s.pb2, np.zeros((1, 3), np.float32))), timeout=TIMEOUT)
+        first = call.future(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, np.zeros((1, 3), np.float32))), timeout=TIMEOUT)
         gate.wait_entered()
         sent = [np.full((rows, 3), rows, np.float32) + np.arange(3, dtype=np.float32) for rows in (2, 1, 3)]
-        futures = [call.future(s.pb2.ScaleRequest(x=tensor(s.pb2, a)), timeout=TIMEOUT) for a in sent]
+        futures = [call.future(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, a)), timeout=TIMEOUT) for a in sent]
         rec.wait_depth("scale", 6)
         gate.open()
         first.result()
         for a, future in zip(sent, futures, strict=True):
-            np.testing.assert_array_equal(array(future.result().result), a * 10)
+            np.testing.assert_array_equal(array_from_proto(future.result().result), a * 10)
     assert gate.calls == [(1, 3), (6, 3)]
 
 
@@ -147,7 +140,7 @@ def test_list_inputs_or_unnamed_dynamic_dims_alone_never_turn_batching_on(blazer
         stub = s.pb2_grpc.InferenceServiceStub(channel)
         futures = [stub.PredictLengths.future(s.pb2.LengthsRequest(x=[1.0] * n), timeout=TIMEOUT) for n in (1, 2, 3)]
         assert sorted(len(f.result().result) for f in futures) == [1, 2, 3]
-        stub.PredictRows(s.pb2.RowsRequest(x=tensor(s.pb2, np.ones((2, 2), np.float32))), timeout=TIMEOUT)
+        stub.PredictRows(s.pb2.RowsRequest(x=tensor_proto(s.pb2, np.ones((2, 2), np.float32))), timeout=TIMEOUT)
     assert sorted(seen) == [1, 2, 3]
     assert rec.dispatched == []
 
@@ -221,7 +214,7 @@ def test_batch_false_wins_over_a_batch_named_tensor(blazerpc_serve, blazerpc_stu
     server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
     with grpc.insecure_channel(server.address) as channel:
         stub = s.pb2_grpc.InferenceServiceStub(channel)
-        stub.PredictScale(s.pb2.ScaleRequest(x=tensor(s.pb2, np.ones((1, 2), np.float32))), timeout=TIMEOUT)
+        stub.PredictScale(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, np.ones((1, 2), np.float32))), timeout=TIMEOUT)
     assert rec.dispatched == []
 
 
@@ -352,16 +345,16 @@ def test_partial_failure_fails_only_the_requests_owning_the_failed_rows(blazerpc
 
         norm_call = stub.PredictNorm
         sent = [np.array([[1, 1]], np.float32), np.array([[0, 0], [1, 1]], np.float32), np.array([[1, 3]], np.float32)]
-        futures = [norm_call.future(s.pb2.NormRequest(x=tensor(s.pb2, sent[0])), timeout=TIMEOUT)]
+        futures = [norm_call.future(s.pb2.NormRequest(x=tensor_proto(s.pb2, sent[0])), timeout=TIMEOUT)]
         tensor_gate.wait_entered()
         for depth, a in ((2, sent[1]), (3, sent[2])):
-            futures.append(norm_call.future(s.pb2.NormRequest(x=tensor(s.pb2, a)), timeout=TIMEOUT))
+            futures.append(norm_call.future(s.pb2.NormRequest(x=tensor_proto(s.pb2, a)), timeout=TIMEOUT))
             rec.wait_depth("norm", depth)
         tensor_gate.open()
-        np.testing.assert_allclose(array(futures[0].result().result), [[0.5, 0.5]])
+        np.testing.assert_allclose(array_from_proto(futures[0].result().result), [[0.5, 0.5]])
         assert futures[1].exception().code() == grpc.StatusCode.INTERNAL
         assert "zero row" in futures[1].exception().details()
-        np.testing.assert_allclose(array(futures[2].result().result), [[0.25, 0.75]])
+        np.testing.assert_allclose(array_from_proto(futures[2].result().result), [[0.25, 0.75]])
     assert gate.calls == [[1.0], [2.0, 4.0, 5.0, 0.0]]
     assert tensor_gate.calls == [(1, 2), (3, 2)]
 

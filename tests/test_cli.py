@@ -11,30 +11,24 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blazerpc_core.testing import compile_stubs
-from tests.processes import BLAZERPC, clean_env, serve_process
-from tests.tensors import from_proto, to_proto
+from blazerpc_core.testing import array_from_proto, compile_stubs, free_port, run_cli, serve_cli, tensor_proto
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "examples" / "app.py")
 EXAMPLE_PACKAGE = ROOT / "examples" / "blazerpc-example-models"
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BLAZERPC, *args], capture_output=True, text=True, env=env or clean_env(), timeout=120)
-
-
 def test_proto_output_compiles_and_a_grpcio_client_calls_every_model(tmp_path):
-    result = run("proto", APP, "-o", str(tmp_path / "out"))
+    result = run_cli("proto", APP, "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     stubs = compile_stubs((tmp_path / "out" / "blaze_service.proto").read_text(), tmp_path / "gen")
     pb2 = stubs.pb2
-    with serve_process([APP]) as server, grpc.insecure_channel(server.address) as channel:
+    with serve_cli(APP) as server, grpc.insecure_channel(server.address) as channel:
         stub = stubs.pb2_grpc.InferenceServiceStub(channel)
         assert stub.PredictAdd(pb2.AddRequest(a=0.1, b=0.2), timeout=10).result == 0.1 + 0.2
         assert list(stub.PredictSentiment(pb2.SentimentRequest(text=["good", "meh"]), timeout=10).result) == [0.9, 0.1]
         x = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32)
-        out = from_proto(stub.PredictClassify(pb2.ClassifyRequest(x=to_proto(pb2, x)), timeout=10).result)
+        out = array_from_proto(stub.PredictClassify(pb2.ClassifyRequest(x=tensor_proto(pb2, x)), timeout=10).result)
         np.testing.assert_array_equal(out, x[:, :10] * 2)
         banner = server.output()
     assert f"on 127.0.0.1:{server.port}" in banner
@@ -52,8 +46,8 @@ def test_signal_flips_health_refuses_new_calls_finishes_inflight_and_exits_zero(
         "import time\nfrom blazerpc_core import BlazeApp\napp = BlazeApp()\n"
         "@app.model('slow')\ndef slow(seconds: float) -> float:\n    time.sleep(seconds)\n    return seconds\n"
     )
-    with serve_process([str(app), "--grace-period", "20"]) as server:
-        assert run("proto", str(app), "-o", str(tmp_path / "p")).returncode == 0
+    with serve_cli(str(app), "--grace-period", "20") as server:
+        assert run_cli("proto", str(app), "-o", str(tmp_path / "p")).returncode == 0
         stubs = compile_stubs((tmp_path / "p" / "blaze_service.proto").read_text(), tmp_path / "gen")
         channel = grpc.insecure_channel(server.address)
         stub = stubs.pb2_grpc.InferenceServiceStub(channel)
@@ -79,49 +73,47 @@ def test_bare_serve_serves_installed_model_packages(tmp_path):
          str(site), str(EXAMPLE_PACKAGE)],
         check=True, capture_output=True,
     )
-    env = clean_env(PYTHONPATH=str(site))
-    listed = run("models", env=env).stdout
+    env = {"PYTHONPATH": str(site)}
+    listed = run_cli("models", env=env).stdout
     assert "text-sentiment" in listed and "blazerpc-example-models:examples" in listed
-    assert run("proto", "-o", str(tmp_path / "p"), env=env).returncode == 0
+    assert run_cli("proto", "-o", str(tmp_path / "p"), env=env).returncode == 0
     stubs = compile_stubs((tmp_path / "p" / "blaze_service.proto").read_text(), tmp_path / "gen")
     pb2 = stubs.pb2
-    with serve_process([], env=env) as server, grpc.insecure_channel(server.address) as channel:
+    with serve_cli(env=env) as server, grpc.insecure_channel(server.address) as channel:
         stub = stubs.pb2_grpc.InferenceServiceStub(channel)
         scores = stub.PredictTextSentiment(pb2.TextSentimentRequest(texts=["good great", "bad", "hm"]), timeout=10)
         assert list(scores.result) == [1.0, 0.0, 0.5]
         assert stub.PredictScale(pb2.ScaleRequest(x=2), timeout=10).result == 6.0
         assert stub.PredictScale(pb2.ScaleRequest(x=2, factor=10), timeout=10).result == 20.0
         assert stub.PredictScaleV1(pb2.ScaleV1Request(x=2), timeout=10).result == 4.0
-        out = stub.PredictEmbed(pb2.EmbedRequest(x=to_proto(pb2, np.ones((2, 16), np.float32))), timeout=10)
+        out = stub.PredictEmbed(pb2.EmbedRequest(x=tensor_proto(pb2, np.ones((2, 16), np.float32))), timeout=10)
         assert list(out.result.shape) == [2, 4]
         assert "scale v2" in server.output()
 
 
 def test_options_read_blazerpc_environment_variables(tmp_path):
-    from blazerpc_core.testing import free_port
-
     port = free_port()
-    env = clean_env(BLAZERPC_PORT=str(port), BLAZERPC_HOST="127.0.0.1")
-    with serve_process([APP], env=env, port=port) as server:
+    env = {"BLAZERPC_PORT": str(port), "BLAZERPC_HOST": "127.0.0.1"}
+    with serve_cli(APP, env=env, port=port) as server:
         assert f"127.0.0.1:{port}" in server.output()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
 
 
 def test_help_is_complete():
-    top = run("--help").stdout
+    top = run_cli("--help").stdout
     for command in ("serve", "proto", "models", "plugins"):
         assert command in top
-    serve = run("serve", "--help").stdout
+    serve = run_cli("serve", "--help").stdout
     for option in ("--host", "--port", "--workers", "--grace-period", "--max-batch-size", "--batch-timeout-ms",
                    "--metrics-port", "--tls-cert", "--tls-key", "--tls-client-ca", "--max-message-mb",
                    "--disable-plugin", "BLAZERPC_PORT", "TARGET"):
         assert option in serve, option
-    assert "--output-dir" in run("proto", "--help").stdout
+    assert "--output-dir" in run_cli("proto", "--help").stdout
 
 
 def test_models_lists_name_version_shape_and_rpc():
-    out = run("models", APP).stdout
+    out = run_cli("models", APP).stdout
     assert "add" in out and "PredictAdd" in out and "unary" in out
 
 
@@ -130,5 +122,5 @@ def test_models_lists_name_version_shape_and_rpc():
     [("no_such_module_xyz", "cannot import"), ("missing.py", "no such file"), (f"{APP}:nothing", "no attribute")],
 )
 def test_bad_targets_fail_with_a_clear_message(target, message):
-    result = run("proto", target, "-o", "/tmp/unused-blazerpc-proto")
+    result = run_cli("proto", target, "-o", "/tmp/unused-blazerpc-proto")
     assert result.returncode != 0 and message in result.stderr

@@ -16,8 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from blazerpc_core import BlazeApp, hookimpl
 from blazerpc_core.server.context import ServerContext
-from blazerpc_core.testing import free_port
-from tests.processes import serve_process
+from blazerpc_core.testing import free_port, serve_cli
 
 TIMEOUT = 10
 
@@ -151,7 +150,7 @@ def test_each_worker_serves_metrics_on_its_own_port(tmp_path: Path) -> None:
         "    return a + b\n"
     )
     base = free_port()
-    with serve_process([str(app), "--workers", "2", "--metrics-port", str(base)]) as server:
+    with serve_cli(str(app), "--workers", "2", "--metrics-port", str(base)) as server:
         texts = [wait_for_metrics(base), wait_for_metrics(base + 1)]
         assert server.stop() == 0
     assert all("# TYPE blazerpc_requests_total counter" in text for text in texts)

@@ -465,13 +465,21 @@ def test_middleware_can_refuse_a_stream_before_the_model_runs(blazerpc_serve, bl
         started.set()
         yield from range(n)
 
+    @app.model("sink")
+    def sink(xs: Iterator[int]) -> int:
+        started.set()
+        return sum(xs)
+
     server = blazerpc_serve(app, plugins=[Plugin()])
     s = blazerpc_stubs(server)
     with grpc.insecure_channel(server.address) as channel:
         stub = s.pb2_grpc.InferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             list(stub.PredictCount(s.pb2.CountRequest(n=3), timeout=TIMEOUT))
-    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as info:
+            stub.PredictSink(iter([s.pb2.SinkRequest(xs=1)] * 3), timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert not started.is_set()
 
 
@@ -492,3 +500,44 @@ def test_an_oversize_message_in_a_client_stream_is_resource_exhausted(blazerpc_s
                               timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "request message 2" in info.value.details()
+
+
+def test_blazerpc_serve_shows_shapes_and_drains_a_stream_on_sigterm(tmp_path):
+    """A real ``blazerpc serve`` process: the banner names each shape, and SIGTERM lets a stream finish."""
+    import signal
+
+    from blazerpc_core.testing import cli_stubs, serve_cli
+
+    app_file = tmp_path / "shapes_app.py"
+    app_file.write_text(
+        "import time\n"
+        "from collections.abc import Iterator\n"
+        "from blazerpc_core import BlazeApp\n"
+        "app = BlazeApp()\n"
+        "@app.model('ticks')\n"
+        "def ticks(n: int) -> Iterator[int]:\n"
+        "    for i in range(n):\n"
+        "        time.sleep(0.05)\n"
+        "        yield i\n"
+        "@app.model('sink')\n"
+        "def sink(xs: Iterator[int]) -> int:\n"
+        "    return sum(xs)\n"
+        "@app.model('echo')\n"
+        "def echo(xs: Iterator[int]) -> Iterator[int]:\n"
+        "    yield from xs\n"
+    )
+    stubs = cli_stubs([str(app_file)], tmp_path)
+    with serve_cli(str(app_file), "--grace-period", "20") as server:
+        banner = server.output()
+        for line in ("ticks v1  [server-streaming]  rpc PredictTicks", "sink v1  [client-streaming]  rpc PredictSink",
+                     "echo v1  [bidi-streaming]  rpc PredictEcho"):
+            assert line in banner
+        with grpc.insecure_channel(server.address) as channel:
+            stub = stubs.pb2_grpc.InferenceServiceStub(channel)
+            call = stub.PredictTicks(stubs.pb2.TicksRequest(n=20), timeout=TIMEOUT)
+            received = [next(call).result]
+            server.process.send_signal(signal.SIGTERM)
+            received += [reply.result for reply in call]
+            assert call.code() == grpc.StatusCode.OK
+        assert received == list(range(20))
+        assert server.process.wait(TIMEOUT) == 0

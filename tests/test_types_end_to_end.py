@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
+from blazerpc_core.testing import array_from_proto, tensor_proto
 from tests.apps import varied_app
-from tests.tensors import from_proto, to_proto
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_dataclass_output_and_default_parameter(client):
 def test_plain_ndarray_keeps_dtype_and_shape(client, dtype):
     pb2, stub = client
     x = (np.arange(24).reshape(2, 3, 4) % 2).astype(dtype)
-    out = from_proto(stub.PredictFlip(pb2.FlipRequest(x=to_proto(pb2, x))).result)
+    out = array_from_proto(stub.PredictFlip(pb2.FlipRequest(x=tensor_proto(pb2, x))).result)
     assert out.dtype == np.dtype(dtype) and out.shape == (2, 3, 4)
     np.testing.assert_array_equal(out, x[::-1])
 
@@ -80,7 +80,7 @@ def test_plain_ndarray_keeps_dtype_and_shape(client, dtype):
 def test_typed_tensor(client):
     pb2, stub = client
     x = np.arange(24, dtype=np.float32).reshape(3, 8)
-    out = from_proto(stub.PredictClassify(pb2.ClassifyRequest(x=to_proto(pb2, x))).result)
+    out = array_from_proto(stub.PredictClassify(pb2.ClassifyRequest(x=tensor_proto(pb2, x))).result)
     np.testing.assert_array_equal(out, x[:, :2] * 2)
 
 

@@ -6,19 +6,16 @@ import os
 import re
 import runpy
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from processes import clean_env, serve_process
 
 from blazerpc_core.plugins import make_plugin_manager
 from blazerpc_core.schema.builder import build_schema
-from blazerpc_core.testing import compile_stubs
+from blazerpc_core.testing import compile_stubs, run_cli, serve_cli
 
 APP = '''
 import os
@@ -82,7 +79,7 @@ def until(condition: Any, what: str, output: Any) -> Any:
 
 def test_two_workers_share_the_port_and_stop_cleanly_on_sigterm(target, tmp_path):
     stubs = stubs_for(target, tmp_path)
-    with serve_process([str(target), "--workers", "2", "--grace-period", "5"]) as server:
+    with serve_cli(str(target), "--workers", "2", "--grace-period", "5") as server:
         pids = until(lambda: len(workers(server.lines)) == 2 and workers(server.lines), "two workers", server.output)
         seen: set[int] = set()
 
@@ -99,7 +96,7 @@ def test_two_workers_share_the_port_and_stop_cleanly_on_sigterm(target, tmp_path
 
 def test_a_killed_worker_is_restarted(target, tmp_path):
     stubs = stubs_for(target, tmp_path)
-    with serve_process([str(target), "--workers", "2", "--grace-period", "5"]) as server:
+    with serve_cli(str(target), "--workers", "2", "--grace-period", "5") as server:
         before = until(lambda: len(workers(server.lines)) == 2 and workers(server.lines), "two workers", server.output)
         until(lambda: ask_pid(stubs, server.address), "a first answer", server.output)
         victim = before[1]
@@ -114,10 +111,7 @@ def test_a_killed_worker_is_restarted(target, tmp_path):
 
 
 def test_workers_need_a_fixed_port(target):
-    done = subprocess.run(
-        [sys.executable, "-m", "blazerpc_core.cli", "serve", str(target), "--workers", "2", "--port", "0"],
-        capture_output=True, text=True, env=clean_env(), timeout=WAIT,
-    )
+    done = run_cli("serve", str(target), "--workers", "2", "--port", "0", timeout=WAIT)
     assert done.returncode != 0
     assert "--workers needs a fixed --port" in done.stderr
 
@@ -125,10 +119,7 @@ def test_workers_need_a_fixed_port(target):
 def test_a_worker_that_keeps_crashing_at_startup_makes_the_supervisor_give_up(tmp_path):
     broken = tmp_path / "broken_app.py"
     broken.write_text("raise RuntimeError('cannot load weights')\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "blazerpc_core.cli", "serve", str(broken), "--workers", "2", "--port", "1"],
-        capture_output=True, text=True, env=clean_env(), timeout=120,
-    )
+    done = run_cli("serve", str(broken), "--workers", "2", "--port", "1", timeout=120)
     assert done.returncode == 1
     assert "cannot load weights" in done.stderr
     assert re.search(r"worker \d exited with code 1 5 times within 10s of starting; giving up", done.stderr)

@@ -193,6 +193,24 @@ class ThreadedIterator:
                 self._refill()
             await waiter
 
+    def ready(self, max_items: int, max_bytes: int) -> list[Any]:
+        """Up to ``max_items`` items (about ``max_bytes``) that are computed already, without waiting.
+
+        Lets the sender write several messages at once; returns [] when none is ready.
+        """
+        items = self._items
+        taken: list[Any] = []
+        size = 0
+        while items and len(taken) < max_items and size < max_bytes:
+            item = items.popleft()
+            item_size = _size(item)
+            self._bytes_out += item_size
+            size += item_size
+            taken.append(item)
+        if taken and not self._filling and self._low():
+            self._refill()
+        return taken
+
     def _low(self) -> bool:
         return len(self._items) <= self._ahead // 2 and self._bytes_in - self._bytes_out <= self._ahead_bytes // 2
 
@@ -227,30 +245,38 @@ class ThreadedIterator:
 class LoopIterator:
     """A sync iterator for model code in a thread, fed from an async iterator on the loop.
 
-    Create it on the loop. ``aclose(error)`` stops the pump and makes a thread blocked in
-    ``next()`` (or its next call) raise ``error``, so user code unwinds and its ``finally``
-    blocks run.
+    Create it on the loop. Reading starts when the model first asks for an item, so
+    nothing is read for a call that middleware refuses. ``aclose(error)`` stops reading and
+    makes a thread blocked in ``next()`` (or its next call) raise ``error``, so user code
+    unwinds and its ``finally`` blocks run.
     """
 
     def __init__(self, source: AsyncIterator[Any], *, ahead: int = DEFAULT_READ_AHEAD) -> None:
         if ahead < 1:
             raise ValueError("ahead must be at least 1")
         self._loop = asyncio.get_running_loop()
+        self._source = source
         self._ahead = ahead
         self._cond = threading.Condition()
-        # Guarded by _cond: buffered items, whether the source ended (and how), and whether
-        # the pump is paused on a full buffer.
+        # Guarded by _cond: buffered items, whether the source ended (and how), whether
+        # the pump was asked for, and whether it is paused on a full buffer.
         self._items: deque[Any] = deque()
         self._ended = False
         self._error: BaseException | None = None
+        self._started = False
         self._paused = False
         self._resume = asyncio.Event()
-        self._pump = self._loop.create_task(self._run(source))
+        self._pump: asyncio.Task[None] | None = None
 
-    async def _run(self, source: AsyncIterator[Any]) -> None:
+    def _start(self) -> None:
+        # On the loop, like aclose(), so the two cannot interleave.
+        if not self._ended:
+            self._pump = self._loop.create_task(self._run())
+
+    async def _run(self) -> None:
         error: BaseException | None = None
         try:
-            async for item in source:
+            async for item in self._source:
                 with self._cond:
                     self._items.append(item)
                     if len(self._items) >= self._ahead:
@@ -276,6 +302,9 @@ class LoopIterator:
 
     def __next__(self) -> Any:
         with self._cond:
+            if not self._started:
+                self._started = True
+                self._loop.call_soon_threadsafe(self._start)
             while not self._items and not self._ended:
                 self._cond.wait()
             if not self._items:
@@ -299,7 +328,7 @@ class LoopIterator:
                 self._error = error
                 self._items.clear()
             self._cond.notify_all()
-        if not self._pump.done():
+        if self._pump is not None and not self._pump.done():
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from blazerpc_core import InvalidArgument, ModelSpec, RegistrationError
 from blazerpc_core.registry import make_spec
+from blazerpc_core.schema.signature import attach_signature, field_names, output_record
 from blazerpc_core.schema.tensors import TensorSpec
 from blazerpc_core.settings import BatchSettings
 from blazerpc_onnx.session import open_session
-from blazerpc_onnx.signature import attach_signature, field_names, output_record
 
 #: onnxruntime's type strings for the tensor element types that have a numpy dtype.
 ONNX_DTYPES: dict[str, np.dtype[Any]] = {

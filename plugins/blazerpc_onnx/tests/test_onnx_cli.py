@@ -6,8 +6,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from onnx_helpers import cli_stubs, from_tensor, run_cli, serve_cli, to_tensor
 from onnx_models import build_mlp, build_string_input, mlp_reference
+
+from blazerpc_core.testing import array_from_proto, cli_stubs, run_cli, serve_cli, tensor_proto
 
 
 def test_serve_onnx_file(tmp_path: Path) -> None:
@@ -16,13 +17,12 @@ def test_serve_onnx_file(tmp_path: Path) -> None:
     x = np.random.default_rng(2).standard_normal((4, 512)).astype(np.float32)
     with serve_cli(model) as server, grpc.insecure_channel(server.address) as channel:
         reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictMlp(
-            stubs.pb2.MlpRequest(x=to_tensor(stubs.pb2, x)), timeout=30
+            stubs.pb2.MlpRequest(x=tensor_proto(stubs.pb2, x)), timeout=30
         )
-        np.testing.assert_allclose(from_tensor(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
-        server.process.terminate()
-        out, err = server.process.communicate(timeout=60)
-    assert server.process.returncode == 0, err
-    assert "PredictMlp" in out
+        np.testing.assert_allclose(array_from_proto(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
+        code = server.stop()
+    assert code == 0, server.output()
+    assert "PredictMlp" in server.output()
 
 
 def test_name_providers_and_threads_from_env_and_flags(tmp_path: Path) -> None:
@@ -34,9 +34,9 @@ def test_name_providers_and_threads_from_env_and_flags(tmp_path: Path) -> None:
     with serve_cli(model, "--onnx-inter-op-threads", "1", env=env) as server, \
             grpc.insecure_channel(server.address) as channel:
         reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassifier(
-            stubs.pb2.ClassifierRequest(x=to_tensor(stubs.pb2, x)), timeout=30
+            stubs.pb2.ClassifierRequest(x=tensor_proto(stubs.pb2, x)), timeout=30
         )
-    np.testing.assert_allclose(from_tensor(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(array_from_proto(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
 
 
 def test_options_are_listed_in_help() -> None:

@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import onnxruntime
 import pytest
-from onnx_helpers import BatchRecorder, from_tensor, to_tensor
 from onnx_models import build_identity, build_mlp, build_string_input, build_two_heads, mlp_reference
 
 from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core.testing import BatchRecorder, array_from_proto, tensor_proto
 
 
 def _serve(blazerpc_serve: Any, blazerpc_stubs: Any, *specs: Any) -> tuple[Any, Any, Any]:
@@ -32,8 +32,8 @@ def test_mlp_matches_onnxruntime(tmp_path: Path, blazerpc_serve: Any, blazerpc_s
     server, pb2, pb2_grpc = _serve(blazerpc_serve, blazerpc_stubs, blazerpc_onnx.load_model(path, name="classify"))
     x = np.random.default_rng(1).standard_normal((3, 512)).astype(np.float32)
     with grpc.insecure_channel(server.address) as channel:
-        reply = pb2_grpc.InferenceServiceStub(channel).PredictClassify(pb2.ClassifyRequest(x=to_tensor(pb2, x)))
-    got = from_tensor(reply.result)
+        reply = pb2_grpc.InferenceServiceStub(channel).PredictClassify(pb2.ClassifyRequest(x=tensor_proto(pb2, x)))
+    got = array_from_proto(reply.result)
     assert reply.result.dtype == "float32" and got.shape == (3, 10)
     direct = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, direct, rtol=1e-6)
@@ -52,12 +52,12 @@ def test_multi_input_multi_output_fields_follow_the_graph(
     offset = np.full((2, 3), 0.5, dtype=np.float32)
     ids = np.array([4, -7], dtype=np.int64)
     request = pb2.TwoHeadsRequest(
-        features_0=to_tensor(pb2, features), offset=to_tensor(pb2, offset), ids=to_tensor(pb2, ids)
+        features_0=tensor_proto(pb2, features), offset=tensor_proto(pb2, offset), ids=tensor_proto(pb2, ids)
     )
     with grpc.insecure_channel(server.address) as channel:
         reply = pb2_grpc.InferenceServiceStub(channel).PredictTwoHeads(request)
-    np.testing.assert_allclose(from_tensor(reply.sum), features + offset)
-    np.testing.assert_array_equal(from_tensor(reply.count), ids * 2)
+    np.testing.assert_allclose(array_from_proto(reply.sum), features + offset)
+    np.testing.assert_array_equal(array_from_proto(reply.count), ids * 2)
     assert reply.count.dtype == "int64"
 
 
@@ -67,9 +67,9 @@ def test_dtype_round_trip(dtype: str, tmp_path: Path, blazerpc_serve: Any, blaze
     server, pb2, pb2_grpc = _serve(blazerpc_serve, blazerpc_stubs, spec)
     x = (np.arange(8).reshape(2, 4) % 3).astype(dtype)
     with grpc.insecure_channel(server.address) as channel:
-        reply = pb2_grpc.InferenceServiceStub(channel).PredictSame(pb2.SameRequest(x=to_tensor(pb2, x)))
+        reply = pb2_grpc.InferenceServiceStub(channel).PredictSame(pb2.SameRequest(x=tensor_proto(pb2, x)))
     assert reply.result.dtype == dtype
-    np.testing.assert_array_equal(from_tensor(reply.result), x)
+    np.testing.assert_array_equal(array_from_proto(reply.result), x)
 
 
 def _expect_invalid(call: Any, request: Any, *fragments: str) -> None:
@@ -87,18 +87,18 @@ def test_bad_inputs_are_invalid_argument(tmp_path: Path, blazerpc_serve: Any, bl
     with grpc.insecure_channel(server.address) as channel:
         call = pb2_grpc.InferenceServiceStub(channel).PredictClassify
         # float64 into a float32 graph: named, not converted.
-        _expect_invalid(call, pb2.ClassifyRequest(x=to_tensor(pb2, good.astype(np.float64))), "float64", "float32")
+        _expect_invalid(call, pb2.ClassifyRequest(x=tensor_proto(pb2, good.astype(np.float64))), "float64", "float32")
         # A dtype no tensor has.
         bad = pb2.TensorProto(shape=[2, 512], dtype="complex-ish", data=good.tobytes())
         _expect_invalid(call, pb2.ClassifyRequest(x=bad), "dtype")
         # Fixed dimension 512 is checked before onnxruntime runs.
-        _expect_invalid(call, pb2.ClassifyRequest(x=to_tensor(pb2, np.zeros((2, 511), np.float32))), "511", "512")
-        _expect_invalid(call, pb2.ClassifyRequest(x=to_tensor(pb2, np.zeros(512, np.float32))), "rank")
+        _expect_invalid(call, pb2.ClassifyRequest(x=tensor_proto(pb2, np.zeros((2, 511), np.float32))), "511", "512")
+        _expect_invalid(call, pb2.ClassifyRequest(x=tensor_proto(pb2, np.zeros(512, np.float32))), "rank")
         short = pb2.TensorProto(shape=[2, 512], dtype="float32", data=good.tobytes()[:-4])
         _expect_invalid(call, pb2.ClassifyRequest(x=short), "bytes")
         _expect_invalid(call, pb2.ClassifyRequest(), "missing", "x")
         # The server is still fine afterwards.
-        reply = call(pb2.ClassifyRequest(x=to_tensor(pb2, good)), timeout=30)
+        reply = call(pb2.ClassifyRequest(x=tensor_proto(pb2, good)), timeout=30)
         assert list(reply.result.shape) == [2, 10]
 
 
@@ -110,9 +110,9 @@ def test_inputs_that_disagree_on_a_symbolic_dimension_are_invalid_argument(
     server, pb2, pb2_grpc = _serve(blazerpc_serve, blazerpc_stubs, spec)
     # The inputs share the symbolic dimension N; onnxruntime would only fail inside the Add.
     request = pb2.TwoHeadsRequest(
-        features_0=to_tensor(pb2, np.zeros((2, 3), np.float32)),
-        offset=to_tensor(pb2, np.zeros((3, 3), np.float32)),
-        ids=to_tensor(pb2, np.zeros(2, np.int64)),
+        features_0=tensor_proto(pb2, np.zeros((2, 3), np.float32)),
+        offset=tensor_proto(pb2, np.zeros((3, 3), np.float32)),
+        ids=tensor_proto(pb2, np.zeros(2, np.int64)),
     )
     fragments = ("'offset' has 3",) if batch is None else ("'N'", "offset[0]=3")
     with grpc.insecure_channel(server.address) as channel:
@@ -143,8 +143,8 @@ def test_open_session_can_be_served(tmp_path: Path, blazerpc_serve: Any, blazerp
     server, pb2, pb2_grpc = _serve(blazerpc_serve, blazerpc_stubs, blazerpc_onnx.load_model(session, name="ids"))
     x = np.array([[1, 2, 3, 4]], dtype=np.int64)
     with grpc.insecure_channel(server.address) as channel:
-        reply = pb2_grpc.InferenceServiceStub(channel).PredictIds(pb2.IdsRequest(x=to_tensor(pb2, x)))
-    np.testing.assert_array_equal(from_tensor(reply.result), x)
+        reply = pb2_grpc.InferenceServiceStub(channel).PredictIds(pb2.IdsRequest(x=tensor_proto(pb2, x)))
+    np.testing.assert_array_equal(array_from_proto(reply.result), x)
 
 
 def test_unservable_graphs_and_options_are_refused_by_name(tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ def test_concurrent_clients_share_batches(tmp_path: Path, blazerpc_serve: Any, b
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassify
 
         def one(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            return from_tensor(call(stubs.pb2.ClassifyRequest(x=to_tensor(stubs.pb2, x)), timeout=120).result)
+            return array_from_proto(call(stubs.pb2.ClassifyRequest(x=tensor_proto(stubs.pb2, x)), timeout=120).result)
 
         with ThreadPoolExecutor(requests) as pool:
             results = list(pool.map(one, inputs))

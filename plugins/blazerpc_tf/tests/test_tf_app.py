@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from blazerpc_tf import TFTensor
-from tf_helpers import BatchRecorder, from_tensor, to_tensor
 from tf_models import dense
 
 from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core.testing import BatchRecorder, array_from_proto, tensor_proto
 
 
 def test_keras_model_called_with_eager_tensors(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
@@ -34,9 +34,9 @@ def test_keras_model_called_with_eager_tensors(blazerpc_serve: Any, blazerpc_stu
     x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     with grpc.insecure_channel(server.address) as channel:
         reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassify(
-            stubs.pb2.ClassifyRequest(x=to_tensor(stubs.pb2, x))
+            stubs.pb2.ClassifyRequest(x=tensor_proto(stubs.pb2, x))
         )
-    np.testing.assert_allclose(from_tensor(reply.result), model(x, training=False).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(array_from_proto(reply.result), model(x, training=False).numpy(), rtol=1e-6)
     assert seen == {"tensor": True, "eager": True, "dtype": tf.float32}
 
 
@@ -59,8 +59,8 @@ def test_tf_function_compiled_model(blazerpc_serve: Any, blazerpc_stubs: Any) ->
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictProbabilities
         for rows in (1, 5):  # one traced graph serves every batch size
             x = np.random.default_rng(rows).standard_normal((rows, 8)).astype(np.float32)
-            reply = call(stubs.pb2.ProbabilitiesRequest(x=to_tensor(stubs.pb2, x)))
-            np.testing.assert_allclose(from_tensor(reply.result), compiled(x).numpy(), rtol=1e-6)
+            reply = call(stubs.pb2.ProbabilitiesRequest(x=tensor_proto(stubs.pb2, x)))
+            np.testing.assert_allclose(array_from_proto(reply.result), compiled(x).numpy(), rtol=1e-6)
     assert len(compiled.get_concrete_function().graph.inputs) >= 1
 
 
@@ -83,10 +83,10 @@ def test_dtype_round_trip(dtype: str, blazerpc_serve: Any, blazerpc_stubs: Any) 
     x = (np.arange(12).reshape(3, 4) % 3 - 1).astype(np_dtype)
     with grpc.insecure_channel(server.address) as channel:
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictSame
-        reply = call(stubs.pb2.SameRequest(x=to_tensor(stubs.pb2, x)))
+        reply = call(stubs.pb2.SameRequest(x=tensor_proto(stubs.pb2, x)))
     assert [d.name for d in received] == [dtype]
     assert reply.result.dtype == dtype
-    np.testing.assert_array_equal(from_tensor(reply.result), x)
+    np.testing.assert_array_equal(array_from_proto(reply.result), x)
 
 
 def test_declared_dtype_and_shape(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
@@ -101,14 +101,14 @@ def test_declared_dtype_and_shape(blazerpc_serve: Any, blazerpc_stubs: Any) -> N
     pb2 = stubs.pb2
     with grpc.insecure_channel(server.address) as channel:
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictScale
-        reply = call(pb2.ScaleRequest(x=to_tensor(pb2, np.ones((2, 4), np.float32))))
+        reply = call(pb2.ScaleRequest(x=tensor_proto(pb2, np.ones((2, 4), np.float32))))
         assert reply.result.dtype == "float16"
-        np.testing.assert_array_equal(from_tensor(reply.result), np.full((2, 4), 2, np.float16))
+        np.testing.assert_array_equal(array_from_proto(reply.result), np.full((2, 4), 2, np.float16))
         bad = {
-            "float64": (pb2.ScaleRequest(x=to_tensor(pb2, np.ones((2, 4)))), "expected float32"),
+            "float64": (pb2.ScaleRequest(x=tensor_proto(pb2, np.ones((2, 4)))), "expected float32"),
             "unknown": (pb2.ScaleRequest(x=pb2.TensorProto(shape=[1], dtype="float128x", data=b"\0" * 16)),
                         "'float128x'"),
-            "dimension": (pb2.ScaleRequest(x=to_tensor(pb2, np.ones((2, 5), np.float32))), "dimension 1 is 5"),
+            "dimension": (pb2.ScaleRequest(x=tensor_proto(pb2, np.ones((2, 5), np.float32))), "dimension 1 is 5"),
             "length": (pb2.ScaleRequest(x=pb2.TensorProto(shape=[2, 4], dtype="float32", data=b"\0" * 12)), "bytes"),
             "missing": (pb2.ScaleRequest(), "missing"),
         }
@@ -140,7 +140,7 @@ def test_concurrent_clients_are_batched_with_tf_concat(blazerpc_serve: Any, blaz
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassify
 
         def one(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            return from_tensor(call(stubs.pb2.ClassifyRequest(x=to_tensor(stubs.pb2, x)), timeout=120).result)
+            return array_from_proto(call(stubs.pb2.ClassifyRequest(x=tensor_proto(stubs.pb2, x)), timeout=120).result)
 
         with ThreadPoolExecutor(requests) as pool:
             results = list(pool.map(one, inputs))

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tf_helpers import cli_stubs, from_tensor, run_cli, serve_cli, to_tensor
 from tf_models import dense, export_keras, save_fixed, save_two_heads
 
 from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core.testing import array_from_proto, cli_stubs, run_cli, serve_cli, tensor_proto
 
 
 def _expect_invalid(call: Any, request: Any, fragment: str) -> None:
@@ -48,12 +48,11 @@ def test_serve_app_file_with_tf_tensors(tmp_path: Path) -> None:
     with serve_cli(str(app), "--tf-intra-op-threads", "1", "--tf-inter-op-threads", "1") as server:
         with grpc.insecure_channel(server.address) as channel:
             reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassify(
-                stubs.pb2.ClassifyRequest(x=to_tensor(stubs.pb2, x)), timeout=60
+                stubs.pb2.ClassifyRequest(x=tensor_proto(stubs.pb2, x)), timeout=60
             )
-        server.process.terminate()
-        _, err = server.process.communicate(timeout=60)
-    np.testing.assert_allclose(from_tensor(reply.result), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
-    assert "already running" not in err
+        server.stop()
+    np.testing.assert_allclose(array_from_proto(reply.result), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    assert "already running" not in server.output()
 
 
 def test_serve_saved_model_directory(tmp_path: Path) -> None:
@@ -67,14 +66,15 @@ def test_serve_saved_model_directory(tmp_path: Path) -> None:
     with serve_cli(path, "--tf-inter-op-threads", "1", env=env) as server, \
             grpc.insecure_channel(server.address) as channel:
         call = stubs.pb2_grpc.InferenceServiceStub(channel).PredictClassifier
-        reply = call(pb2.ClassifierRequest(features=to_tensor(pb2, x)), timeout=60)
-        np.testing.assert_allclose(from_tensor(reply.result), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
-        _expect_invalid(call, pb2.ClassifierRequest(features=to_tensor(pb2, x.astype(np.float64))), "expected float32")
-        _expect_invalid(call, pb2.ClassifierRequest(features=to_tensor(pb2, x[:, :7])), "dimension 1 is 7")
-        server.process.terminate()
-        out, err = server.process.communicate(timeout=60)
-    assert server.process.returncode == 0, err
-    assert "PredictClassifier" in out
+        reply = call(pb2.ClassifierRequest(features=tensor_proto(pb2, x)), timeout=60)
+        expected = model(x, training=False).numpy()
+        np.testing.assert_allclose(array_from_proto(reply.result), expected, rtol=1e-5, atol=1e-6)
+        wide = tensor_proto(pb2, x.astype(np.float64))
+        _expect_invalid(call, pb2.ClassifierRequest(features=wide), "expected float32")
+        _expect_invalid(call, pb2.ClassifierRequest(features=tensor_proto(pb2, x[:, :7])), "dimension 1 is 7")
+        code = server.stop()
+    assert code == 0, server.output()
+    assert "PredictClassifier" in server.output()
 
 
 def test_named_inputs_and_outputs(tmp_path: Path, blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
@@ -92,15 +92,15 @@ def test_named_inputs_and_outputs(tmp_path: Path, blazerpc_serve: Any, blazerpc_
     assert spec.func.output_names == ["next_id", "scaled"]
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     ids = np.array([7, 9], dtype=np.int64)
-    request = pb2.TwoHeadsRequest(values=to_tensor(pb2, values), ids=to_tensor(pb2, ids))
+    request = pb2.TwoHeadsRequest(values=tensor_proto(pb2, values), ids=tensor_proto(pb2, ids))
     with grpc.insecure_channel(server.address) as channel:
         reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictTwoHeads(request, timeout=60)
-        np.testing.assert_allclose(from_tensor(reply.scaled), values * np.array([1, 2, 3], np.float32))
-        np.testing.assert_array_equal(from_tensor(reply.next_id), ids + 1)
+        np.testing.assert_allclose(array_from_proto(reply.scaled), values * np.array([1, 2, 3], np.float32))
+        np.testing.assert_array_equal(array_from_proto(reply.next_id), ids + 1)
         other = stubs.pb2_grpc.InferenceServiceStub(channel).PredictOther(
-            pb2.OtherRequest(values=to_tensor(pb2, values), ids=to_tensor(pb2, ids)), timeout=60
+            pb2.OtherRequest(values=tensor_proto(pb2, values), ids=tensor_proto(pb2, ids)), timeout=60
         )
-        np.testing.assert_array_equal(from_tensor(other.next_id), ids + 1)
+        np.testing.assert_array_equal(array_from_proto(other.next_id), ids + 1)
 
 
 def test_fixed_first_dimension_is_not_batched(tmp_path: Path) -> None:

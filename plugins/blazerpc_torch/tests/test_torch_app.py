@@ -15,10 +15,11 @@ import pytest
 import torch
 from blazerpc_torch import TorchTensor
 from blazerpc_torch.tensors import TorchTensorSpec, tensor_from_wire
-from torch_helpers import BatchRecorder, from_tensor, to_tensor
+from torch_helpers import from_tensor, to_tensor
 from torch_models import mlp
 
 from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core.testing import BatchRecorder
 
 
 def _stub(server: Any, stubs: Any, channel: grpc.Channel) -> Any:

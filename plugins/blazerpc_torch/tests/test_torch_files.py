@@ -10,10 +10,11 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from torch_helpers import cli_stubs, from_tensor, run_cli, serve_cli, to_tensor
+from torch_helpers import from_tensor, to_tensor
 from torch_models import TwoHeads, mlp, save_export, save_script, save_traced
 
 from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core.testing import cli_stubs, run_cli, serve_cli
 
 
 def _expect_invalid(call: Any, request: Any, fragment: str) -> None:
@@ -74,10 +75,9 @@ def test_serve_torchscript_file(tmp_path: Path) -> None:
         np.testing.assert_allclose(from_tensor(reply.output_0).numpy(), first.numpy(), rtol=1e-2, atol=1e-2)
         _expect_invalid(call, pb2.TwoHeadsRequest(a=to_tensor(pb2, a.long()), b=to_tensor(pb2, b)),
                         "dtype is int64, expected float32 or float64 or float16 or bfloat16")
-        server.process.terminate()
-        out, err = server.process.communicate(timeout=60)
-    assert server.process.returncode == 0, err
-    assert "PredictTwoHeads" in out
+        code = server.stop()
+    assert code == 0, server.output()
+    assert "PredictTwoHeads" in server.output()
 
 
 def test_serve_exported_program(tmp_path: Path) -> None:
