@@ -18,9 +18,14 @@ from click.testing import CliRunner
 
 from blazerpc_core import BlazeApp, CallContext, TensorInput, hookimpl
 from blazerpc_core.cli import make_cli
-from tests.tensors import to_proto
+from blazerpc_core.testing import tensor_proto as to_proto
 
 TIMEOUT = 30  # seconds: bounds every call so a bug fails the test instead of hanging it
+
+
+def request_type(pb2, rpc: str):
+    """``PredictFooBar`` → ``pb2.FooBarRequest``."""
+    return getattr(pb2, rpc.removeprefix("Predict") + "Request")
 
 
 def shapes_app() -> BlazeApp:
@@ -94,8 +99,7 @@ def shapes(tmp_path_factory):
 @pytest.mark.parametrize("rpc", ["PredictCount", "PredictCountAsync"])
 def test_server_streaming_yields_one_message_per_item(shapes, rpc):
     _, pb2, stub = shapes
-    replies = getattr(stub, rpc)(pb2.CountRequest(n=1000) if rpc == "PredictCount"
-                                 else pb2.CountAsyncRequest(n=1000), timeout=TIMEOUT)
+    replies = getattr(stub, rpc)(request_type(pb2, rpc)(n=1000), timeout=TIMEOUT)
     assert [r.result for r in replies] == [f"tok{i}" for i in range(1000)]
 
 
@@ -109,7 +113,7 @@ def test_an_empty_stream_ends_ok(shapes):
 @pytest.mark.parametrize("rpc", ["PredictSpell", "PredictSpellAsync"])
 def test_streaming_true_on_a_function_that_returns_an_iterable(shapes, rpc):
     _, pb2, stub = shapes
-    request = getattr(pb2, rpc.removeprefix("Predict") + "Request")(word="abc")
+    request = request_type(pb2, rpc)(word="abc")
     assert [r.result for r in getattr(stub, rpc)(request, timeout=TIMEOUT)] == ["a", "b", "c"]
 
 
@@ -119,7 +123,7 @@ def test_streaming_true_on_a_function_that_returns_an_iterable(shapes, rpc):
 @pytest.mark.parametrize("rpc", ["PredictTotal", "PredictTotalAsync"])
 def test_client_streaming_receives_every_message(shapes, rpc):
     _, pb2, stub = shapes
-    request = getattr(pb2, rpc.removeprefix("Predict") + "Request")
+    request = request_type(pb2, rpc)
     reply = getattr(stub, rpc)((request(xs=float(i)) for i in range(100)), timeout=TIMEOUT)
     assert reply.result == sum(range(100))
 
@@ -137,7 +141,7 @@ def test_client_streaming_with_no_messages(shapes, rpc):
 def test_bidi_answers_each_message_before_the_next_is_sent(shapes, rpc):
     """Lockstep: the client sends the next item only after it has the answer to the last one."""
     _, pb2, stub = shapes
-    request = getattr(pb2, rpc.removeprefix("Predict") + "Request")
+    request = request_type(pb2, rpc)
     outbox: queue.Queue[object] = queue.Queue()
     done = object()
 
@@ -309,7 +313,7 @@ def failing(tmp_path_factory):
 @pytest.mark.parametrize("rpc", ["PredictFailAtThree", "PredictFailAtThreeAsync"])
 def test_an_error_mid_stream_ends_it_with_internal_after_the_items_sent(failing, rpc):
     _, pb2, stub = failing
-    request = getattr(pb2, rpc.removeprefix("Predict") + "Request")(n=10)
+    request = request_type(pb2, rpc)(n=10)
     call = getattr(stub, rpc)(request, timeout=TIMEOUT)
     received = []
     with pytest.raises(grpc.RpcError) as info:
@@ -346,7 +350,7 @@ def _tensors(pb2, bad_at: int, count: int = 5):
 @pytest.mark.parametrize("rpc", ["PredictNorms", "PredictNormsForgiving"])
 def test_a_bad_tensor_in_message_three_is_invalid_argument(failing, rpc):
     _, pb2, stub = failing
-    requests = (getattr(pb2, rpc.removeprefix("Predict") + "Request")(xs=r.xs) for r in _tensors(pb2, 3))
+    requests = (request_type(pb2, rpc)(xs=r.xs) for r in _tensors(pb2, 3))
     with pytest.raises(grpc.RpcError) as info:
         getattr(stub, rpc)(requests, timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -34,6 +34,11 @@ class Counter:
             self.value += 1
 
 
+def request_type(pb2, rpc: str):
+    """``PredictFooBar`` → ``pb2.FooBarRequest``."""
+    return getattr(pb2, rpc.removeprefix("Predict") + "Request")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,7 +128,7 @@ def test_client_cancel_closes_the_generator_and_production_stops(blazerpc_serve,
     server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, endless_app(probe))
     with grpc.insecure_channel(server.address) as channel:
         stub = s.pb2_grpc.InferenceServiceStub(channel)
-        request = getattr(s.pb2, rpc.removeprefix("Predict") + "Request")(n=0)
+        request = request_type(s.pb2, rpc)(n=0)
         call = getattr(stub, rpc)(request, timeout=TIMEOUT)
         for _ in range(5):
             next(call)
@@ -143,7 +148,7 @@ def test_deadline_mid_stream_closes_the_generator(blazerpc_serve, blazerpc_stubs
     received = 0
     with grpc.insecure_channel(server.address) as channel:
         stub = s.pb2_grpc.InferenceServiceStub(channel)
-        request = getattr(s.pb2, rpc.removeprefix("Predict") + "Request")(n=0)
+        request = request_type(s.pb2, rpc)(n=0)
         with pytest.raises(grpc.RpcError) as info:
             for _ in getattr(stub, rpc)(request, timeout=0.5):
                 received += 1
@@ -194,7 +199,7 @@ def test_cancel_wakes_a_sync_model_blocked_on_its_request_stream(blazerpc_serve,
     probe = Probe()
     server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, blocked_readers_app(probe))
     release = threading.Event()
-    request = getattr(s.pb2, rpc.removeprefix("Predict") + "Request")
+    request = request_type(s.pb2, rpc)
 
     def requests():
         yield request(xs=1)
