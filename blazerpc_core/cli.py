@@ -155,6 +155,36 @@ def _serve(targets: tuple[str, ...], options: dict[str, Any], plugin_names: list
     asyncio.run(server.serve_forever(on_ready=ready))
 
 
+def name_option() -> click.Option:
+    """``--name``: taken by every command that loads TARGETs, so ``proto`` writes what ``serve`` serves."""
+    return click.Option(
+        ["--name", "model_name"], envvar="BLAZERPC_NAME", show_envvar=True, default=None,
+        help="Model (and rpc) name for a model-file TARGET a plugin loads; default: the file name without "
+             "its suffix.",
+    )
+
+
+def target_settings(options: dict[str, Any], plugin_names: list[str]) -> ServeSettings:
+    """Settings for ``proto`` and ``models``: what ``serve`` would load TARGETs with."""
+    extra = {name: options.pop(name) for name in plugin_names}
+    return ServeSettings(model_name=options.pop("model_name"), extra=extra)
+
+
+def _plugin_options(pm: pluggy.PluginManager, commands: list[click.Command]) -> list[click.Option]:
+    """Options plugins add; one whose name or flag is taken (by ``commands`` or an earlier plugin) is skipped."""
+    names = {param.name for command in commands for param in command.params}
+    flags = {flag for command in commands for param in command.params for flag in param.opts}
+    options: list[click.Option] = []
+    for batch in pm.hook.blazerpc_cli_options():
+        for option in batch or ():
+            if option.name in names or flags.intersection(option.opts):
+                continue
+            names.add(option.name)
+            flags.update(option.opts)
+            options.append(option)
+    return options
+
+
 def make_cli() -> click.Group:
     """Build the command line, including options that installed plugins add."""
 
@@ -163,16 +193,11 @@ def make_cli() -> click.Group:
     def cli() -> None:
         """Serve typed Python functions as gRPC models (health, reflection, batching, metrics)."""
 
+    # Filled once the commands exist (their own options take precedence); read when one runs.
     plugin_options: list[click.Option] = []
-    try:
-        pm = make_plugin_manager()
-        for batch in pm.hook.blazerpc_cli_options():
-            for option in batch or ():
-                # Framework plugins share some options (--name); the first declaration wins.
-                if all(o.name != option.name for o in plugin_options):
-                    plugin_options.append(option)
-    except PluginError as exc:
-        click.echo(f"warning: {exc}", err=True)
+
+    def plugin_names() -> list[str]:
+        return [o.name for o in plugin_options if o.name]
 
     @click.argument("targets", nargs=-1)
     def serve(targets: tuple[str, ...], **options: Any) -> None:
@@ -182,23 +207,25 @@ def make_cli() -> click.Group:
         ready, and on SIGTERM/SIGINT stops accepting calls, lets in-flight ones finish
         within --grace-period, then exits 0.
         """
-        _serve(targets, options, [o.name for o in plugin_options if o.name])
+        _serve(targets, options, plugin_names())
 
     for option in reversed(serve_options()):
         serve = option(serve)
     serve.__doc__ = (serve.__doc__ or "") + "\n\n" + TARGETS_HELP
-    command = click.command("serve")(serve)
-    command.params.extend(plugin_options)
-    cli.add_command(command)
+    serve_command = click.command("serve")(serve)
+    cli.add_command(serve_command)
 
     @cli.command("proto")
     @click.argument("targets", nargs=-1)
     @click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
                   help="Directory to write blaze_service.proto into.")
-    def proto(targets: tuple[str, ...], output_dir: str) -> None:
-        """Write the served schema as blaze_service.proto (compiles with protoc unchanged)."""
+    def proto(targets: tuple[str, ...], output_dir: str, **options: Any) -> None:
+        """Write the served schema as blaze_service.proto (compiles with protoc unchanged).
+
+        Takes --name and the plugin options serve takes, so TARGET(s) load as serve loads them.
+        """
         pm = _plugin_manager()
-        _, registry = _load(targets, ServeSettings(), pm)
+        _, registry = _load(targets, target_settings(options, plugin_names()), pm)
         try:
             text = build_schema(registry, pm).proto_text()
         except RegistrationError as exc:
@@ -210,10 +237,13 @@ def make_cli() -> click.Group:
 
     @cli.command("models")
     @click.argument("targets", nargs=-1)
-    def models(targets: tuple[str, ...]) -> None:
-        """List the models TARGET(s) (or installed model packages) provide."""
+    def models(targets: tuple[str, ...], **options: Any) -> None:
+        """List the models TARGET(s) (or installed model packages) provide.
+
+        Takes --name and the plugin options serve takes, so TARGET(s) load as serve loads them.
+        """
         pm = _plugin_manager()
-        found, registry = _load(targets, ServeSettings(), pm)
+        found, registry = _load(targets, target_settings(options, plugin_names()), pm)
         rpcs: dict[int, list[str]] = {}
         for rpc, _, spec in registry.rpcs():
             rpcs.setdefault(id(spec), []).append(rpc)
@@ -222,6 +252,16 @@ def make_cli() -> click.Group:
             for spec in item.specs:
                 click.echo(f"{spec.name:<24}{spec.version:<10}{spec.streaming.value:<18}"
                            f"{', '.join(rpcs.get(id(spec), [])):<40}{item.source}")
+
+    loaders = [serve_command, proto, models]
+    for command in loaders:
+        command.params.append(name_option())
+    try:
+        plugin_options.extend(_plugin_options(make_plugin_manager(), loaders))
+    except PluginError as exc:
+        click.echo(f"warning: {exc}", err=True)
+    for command in loaders:
+        command.params.extend(plugin_options)
 
     @cli.command("plugins")
     def plugins() -> None:

@@ -114,13 +114,14 @@ def blazerpc_services(context: ServerContext) -> Sequence[Any] | None:
 
 @hookspec
 def blazerpc_cli_options() -> Sequence[click.Option] | None:
-    """Add options to ``blazerpc serve``.
+    """Add options to ``blazerpc serve`` (and ``proto`` and ``models``, which load TARGETs alike).
 
     Return a list of ``click.Option``. Their values land in
     ``ServeSettings.extra[<option name>]``. Give each an ``envvar`` named
-    ``BLAZERPC_<NAME>`` so operators can set it from the environment. Several plugins may
-    declare the same option (say ``--name``): the first declaration is used and all of
-    them read its value. Called once when the command line is built.
+    ``BLAZERPC_<NAME>`` so operators can set it from the environment. An option whose
+    name or flag is taken is skipped: the core's own options (``--name`` is
+    ``ServeSettings.model_name``) come first, then the first plugin to declare it; every
+    plugin reads that declaration's value. Called once when the command line is built.
     """
 
 

@@ -64,6 +64,8 @@ class ServeSettings:
     hide_error_details: bool = False
     log_format: str = "text"
     disabled_plugins: tuple[str, ...] = ()
+    #: ``--name``: the model (and rpc) name for a model-file TARGET a plugin loads; None: the file name.
+    model_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

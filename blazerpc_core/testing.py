@@ -107,11 +107,6 @@ class RunningServer:
         self._ready.set()
         await self._done.wait()
 
-    def call_soon(self, coroutine: Callable[[], Any]) -> Any:
-        """Run ``coroutine()`` on the server's loop and return its result (for tests)."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine(), self._loop).result(60)
-
     def stop(self, grace_period: float | None = None) -> None:
         """Drain and close; idempotent."""
         if self._loop is None or not self._thread.is_alive():

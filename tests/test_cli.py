@@ -6,11 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import grpc
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from blazerpc_core import ModelSpec, ServeSettings, cli, hookimpl, model
+from blazerpc_core.plugins import make_plugin_manager
+from blazerpc_core.registry import as_spec
 from blazerpc_core.testing import array_from_proto, compile_stubs, free_port, run_cli, serve_cli, tensor_proto
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +129,48 @@ def test_models_lists_name_version_shape_and_rpc():
 def test_bad_targets_fail_with_a_clear_message(target, message):
     result = run_cli("proto", target, "-o", "/tmp/unused-blazerpc-proto")
     assert result.returncode != 0 and message in result.stderr
+
+
+class NamedTargets:
+    """A plugin that loads TARGET ``fake`` as one model named by ``--name``, and adds an option."""
+
+    def __init__(self) -> None:
+        self.settings: list[ServeSettings] = []
+
+    @hookimpl
+    def blazerpc_cli_options(self) -> list[click.Option]:
+        return [
+            click.Option(["--fake-scale"], envvar="BLAZERPC_FAKE_SCALE", default=None),
+            click.Option(["--fake-scale", "again"], default=None),  # declared twice: the first one is used
+            click.Option(["--name"], default=None),  # the core's option: skipped
+        ]
+
+    @hookimpl
+    def blazerpc_load_target(self, target: str, settings: ServeSettings) -> list[ModelSpec] | None:
+        if target != "fake":
+            return None
+        self.settings.append(settings)
+
+        def predict(x: float) -> float:
+            return x
+
+        return [as_spec(model(settings.model_name or "fake")(predict))]
+
+
+def test_proto_and_models_take_name_and_plugin_options_as_serve_does(monkeypatch, tmp_path):
+    plugin = NamedTargets()
+    monkeypatch.setattr(cli, "make_plugin_manager", lambda **kw: make_plugin_manager(plugins=[plugin], **kw))
+    group = cli.make_cli()
+    for command in ("serve", "proto", "models"):
+        flags = [param.opts for param in group.commands[command].params]
+        assert flags.count(["--name"]) == 1 and flags.count(["--fake-scale"]) == 1, command
+        assert "--name" in CliRunner().invoke(group, [command, "--help"]).output
+    listed = CliRunner().invoke(group, ["models", "fake", "--name", "scorer", "--fake-scale", "2"])
+    assert listed.exit_code == 0, listed.output
+    assert "PredictScorer" in listed.output
+    env = {"BLAZERPC_NAME": "ranker", "BLAZERPC_FAKE_SCALE": "3"}
+    written = CliRunner().invoke(group, ["proto", "fake", "-o", str(tmp_path)], env=env)
+    assert written.exit_code == 0, written.output
+    assert "rpc PredictRanker" in (tmp_path / "blaze_service.proto").read_text()
+    assert [(s.model_name, s.extra["fake_scale"]) for s in plugin.settings] == [("scorer", "2"), ("ranker", "3")]
+    assert all("name" not in s.extra and "again" not in s.extra for s in plugin.settings)

@@ -14,6 +14,7 @@ from blazerpc_core import BlazeApp, RegistrationError, TensorInput, model
 from blazerpc_core.plugins import make_plugin_manager
 from blazerpc_core.registry import ModelRegistry, pascal_case
 from blazerpc_core.schema.builder import build_schema
+from blazerpc_core.schema.tensors import describe_dims, parse_dims, split_annotation
 from tests.apps import varied_app
 
 
@@ -154,3 +155,35 @@ def test_bad_tensor_annotations_are_refused():
         TensorInput["nope", 3]
     with pytest.raises(RegistrationError, match="negative"):
         TensorInput[np.float32, -3]
+
+
+@pytest.mark.parametrize(
+    ("dims", "shape", "batch_named", "described"),
+    [
+        ((), None, False, "[...]"),
+        (("batch", 512), (None, 512), True, "[batch, 512]"),
+        ((None, -1, "height", 3), (None, None, None, 3), False, "[?, ?, ?, 3]"),
+        ((4, "batch"), (4, None), False, "[4, ?]"),
+    ],
+)
+def test_annotation_dims_parse_and_describe(dims, shape, batch_named, described):
+    # The helpers framework plugins share with TensorInput/TensorOutput.
+    assert parse_dims(dims) == (shape, batch_named)
+    assert describe_dims(shape, batch_named) == described
+    assert TensorInput[(np.float32, *dims)].describe() == f"tensor float32{described}"
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [((-2,), "tensor dimension -2 is negative"), ((True,), "must be an int, a name or None"),
+     ((2.5,), "must be an int, a name or None")],
+)
+def test_bad_annotation_dims_are_refused(dims, message):
+    with pytest.raises(RegistrationError, match=message):
+        parse_dims(dims)
+
+
+def test_an_annotation_without_a_dtype_is_refused_with_an_example():
+    assert split_annotation(np.float32, what="X", example="X[np.float32]") == (np.float32, ())
+    with pytest.raises(RegistrationError, match=r"X needs a dtype, e.g. X\[np.float32\]"):
+        split_annotation((), what="X", example="X[np.float32]")

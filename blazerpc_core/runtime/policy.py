@@ -55,12 +55,3 @@ class DirectRunner:
 
     async def stop(self) -> None:
         return None
-
-
-class DirectPolicy:
-    """No batching: every request calls the function once."""
-
-    name = "direct"
-
-    def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner:
-        return DirectRunner(invoker)

@@ -3,14 +3,16 @@
 ``TensorProto { repeated int64 shape = 1; string dtype = 2; bytes data = 3; }`` carries
 C-order little-endian bytes. Decoding is zero-copy (``numpy.frombuffer``) after checking
 dtype, rank, fixed dimensions and that the byte count matches the shape. Framework
-plugins reuse :func:`tensor_mapping` with their own converters.
+plugins read their own annotations with :func:`split_annotation` and :func:`parse_dims`
+into a :class:`FrameworkTensorSpec` subclass, and reuse :func:`tensor_mapping` with their
+own converters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,6 +23,41 @@ from blazerpc_core.schema.fields import BatchAxis, Converter, FieldMapping, T, T
 TENSOR_MESSAGE = "TensorProto"
 Dim = int | None  # None: any size
 BATCH = "batch"
+
+
+def split_annotation(args: Any, *, what: str, example: str) -> tuple[Any, tuple[Any, ...]]:
+    """``(dtype, dims)`` from the subscript of ``what[dtype, *dims]``; an empty one is refused with ``example``."""
+    if not isinstance(args, tuple):
+        args = (args,)
+    if not args:
+        raise RegistrationError(f"{what} needs a dtype, e.g. {example}")
+    return args[0], args[1:]
+
+
+def parse_dims(dims: Sequence[Any]) -> tuple[tuple[Dim, ...] | None, bool]:
+    """The ``*dims`` of a ``Tensor[dtype, *dims]`` annotation as ``(shape, batch_named)``.
+
+    An int is a fixed size; ``None``, ``-1`` or a name is any size; no dims at all is any
+    rank (shape None); a first dimension named ``"batch"`` sets ``batch_named``. Anything
+    else raises :class:`RegistrationError`. Framework plugins parse their annotations with it.
+    """
+    shape: list[Dim] = []
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, (int, str, type(None))):
+            raise RegistrationError(f"tensor dimension {dim!r} must be an int, a name or None")
+        if isinstance(dim, int) and dim < -1:
+            raise RegistrationError(f"tensor dimension {dim} is negative (use -1 or None for any size)")
+        shape.append(dim if isinstance(dim, int) and dim >= 0 else None)
+    batch_named = len(dims) > 0 and dims[0] == BATCH
+    return (tuple(shape) if dims else None), batch_named
+
+
+def describe_dims(shape: Sequence[Dim] | None, batch_named: bool) -> str:
+    """``[batch, 512]``, ``[?, 3]`` or ``[...]`` (any rank): the dims part of a tensor's description."""
+    if shape is None:
+        return "[...]"
+    dims = [(BATCH if i == 0 and batch_named else "?") if d is None else str(d) for i, d in enumerate(shape)]
+    return f"[{', '.join(dims)}]"
 
 
 @dataclass(frozen=True)
@@ -38,36 +75,45 @@ class TensorSpec:
 
     def describe(self) -> str:
         dtype = self.dtype.name if self.dtype is not None else "any"
-        if self.shape is None:
-            return f"tensor {dtype}[...]"
-        dims = [
-            (BATCH if i == 0 and self.batch_named else "?") if d is None else str(d)
-            for i, d in enumerate(self.shape)
-        ]
-        return f"tensor {dtype}[{', '.join(dims)}]"
+        return f"tensor {dtype}{describe_dims(self.shape, self.batch_named)}"
+
+
+@dataclass(frozen=True)
+class FrameworkTensorSpec:
+    """A framework plugin's declared tensor: wire dtype names (None: any), shape (None: any rank).
+
+    A single dtype is also what a returned tensor is cast to; ``batch_named`` marks a first
+    dimension called ``"batch"``, which turns batching on. Plugins subclass it, naming
+    their tensors in ``kind`` (``"torch tensor"``), for their own annotation.
+    """
+
+    kind: ClassVar[str] = "tensor"
+    dtypes: tuple[str, ...] | None
+    shape: tuple[Dim, ...] | None
+    batch_named: bool = False
+
+    @property
+    def core(self) -> TensorSpec:
+        """The dtype-less core spec, for the shared shape checks."""
+        return TensorSpec(None, self.shape, self.batch_named)
+
+    @property
+    def batchable(self) -> bool:
+        """Rank unknown counts: a bare framework tensor may be batched when the model opts in."""
+        return self.shape is None or self.core.batchable
+
+    def describe(self) -> str:
+        dtype = "any" if self.dtypes is None else "|".join(self.dtypes)
+        return f"{self.kind} {dtype}{describe_dims(self.shape, self.batch_named)}"
 
 
 def _spec_from_args(args: Any, *, output: bool) -> TensorSpec:
-    if not isinstance(args, tuple):
-        args = (args,)
-    if not args:
-        raise RegistrationError("a tensor annotation needs a dtype, e.g. TensorInput[np.float32, 'batch', 512]")
+    first, dims = split_annotation(args, what="a tensor annotation", example="TensorInput[np.float32, 'batch', 512]")
     try:
-        dtype = np.dtype(args[0])
+        dtype = np.dtype(first)
     except TypeError as exc:
-        raise RegistrationError(f"{args[0]!r} is not a numpy dtype") from exc
-    dims: list[Dim] = []
-    for dim in args[1:]:
-        if isinstance(dim, bool) or not isinstance(dim, (int, str, type(None))):
-            raise RegistrationError(f"tensor dimension {dim!r} must be an int, a name or None")
-        if isinstance(dim, int) and dim >= 0:
-            dims.append(dim)
-        elif isinstance(dim, int) and dim != -1:
-            raise RegistrationError(f"tensor dimension {dim} is negative (use -1 or None for any size)")
-        else:
-            dims.append(None)
-    named = len(args) > 1 and args[1] == BATCH
-    return TensorSpec(dtype, tuple(dims) if len(args) > 1 else None, named, output)
+        raise RegistrationError(f"{first!r} is not a numpy dtype") from exc
+    return TensorSpec(dtype, *parse_dims(dims), output=output)
 
 
 class TensorInput:

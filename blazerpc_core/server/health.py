@@ -25,13 +25,28 @@ class HealthService:
             pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse"))
         self._status: dict[str, int] = {name: NOT_SERVING for name in ["", *services]}
         self._changed = asyncio.Event()
+        #: Bumped by every change; each open Watch stream records the version it last sent.
+        self._version = 0
+        self._sent: dict[int, int] = {}
 
     def set_all(self, status: int) -> None:
         """Flip every service; Watch streams see it at once."""
         for name in self._status:
             self._status[name] = status
+        self._version += 1
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def delivered(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until every Watch stream has sent the latest status.
+
+        Shutdown calls this after NOT_SERVING so watchers hear it before connections close.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(v < self._version for v in self._sent.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.005)
 
     def status(self, service: str) -> int | None:
         return self._status.get(service)
@@ -49,13 +64,19 @@ class HealthService:
         request = await stream.recv_message()
         service = request.service if request else ""
         last = None
-        while True:
-            changed = self._changed
-            status = self._status.get(service, SERVICE_UNKNOWN)
-            if status != last:
-                await stream.send_message(self._response(status=status))
-                last = status
-            await changed.wait()
+        key = id(stream)
+        self._sent[key] = -1
+        try:
+            while True:
+                changed, version = self._changed, self._version
+                status = self._status.get(service, SERVICE_UNKNOWN)
+                if status != last:
+                    await stream.send_message(self._response(status=status))
+                    last = status
+                self._sent[key] = version
+                await changed.wait()
+        finally:
+            del self._sent[key]
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         return {

@@ -144,6 +144,7 @@ class BlazeServer:
         grace = self.settings.grace_period if grace_period is None else grace_period
         self.health.set_all(health_status.NOT_SERVING)
         self.gate.open = False
+        await self.health.delivered(timeout=min(grace, 1.0))
         if not await self.gate.drained(grace):
             log.warning("grace period of %.1fs over with %d call(s) in flight; cancelling them",
                         grace, self.gate.inflight)

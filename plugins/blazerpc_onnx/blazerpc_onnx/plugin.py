@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,23 +43,7 @@ def blazerpc_cli_options() -> list[click.Option]:
             type=click.IntRange(min=0), default=None,
             help="Threads ONNX Runtime may use to run independent operators in parallel.",
         ),
-        name_option(),
     ]
-
-
-def name_option() -> click.Option:
-    """``--name``: shared by the framework plugins (each declares the same option)."""
-    return click.Option(
-        ["--name"], envvar="BLAZERPC_NAME", show_envvar=True, default=None,
-        help="Model (and rpc) name for a model-file TARGET; default: the file name without suffix.",
-    )
-
-
-def model_name(settings: ServeSettings) -> str | None:
-    """``--name``, or ``BLAZERPC_NAME`` for commands that do not parse plugin options (``blazerpc proto``)."""
-    if "name" in settings.extra:
-        return settings.extra["name"] or None
-    return os.environ.get("BLAZERPC_NAME") or None
 
 
 @hookimpl
@@ -71,7 +54,7 @@ def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[Model
     return [
         load_model(
             Path(target),
-            model_name(settings),
+            settings.model_name,
             providers=parse_providers(extra.get("onnx_providers")),
             intra_op_threads=extra.get("onnx_intra_op_threads"),
             inter_op_threads=extra.get("onnx_inter_op_threads"),

@@ -59,3 +59,13 @@ def test_bad_targets_fail_with_a_message(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "no such file" in missing.stderr
     negative = run_cli("serve", model, "--onnx-intra-op-threads", "-1", "--port", "0")
     assert negative.returncode != 0 and "--onnx-intra-op-threads" in negative.stderr
+
+
+def test_proto_and_models_take_the_options_serve_takes(tmp_path: Path) -> None:
+    model = str(build_mlp(tmp_path / "mlp.onnx"))
+    listed = run_cli("models", model, "--name", "classifier", "--onnx-providers", "cpu")
+    assert listed.returncode == 0, listed.stderr
+    assert "classifier" in listed.stdout and "PredictClassifier" in listed.stdout
+    written = run_cli("proto", model, "--name", "scorer", "--onnx-intra-op-threads", "1", "-o", str(tmp_path / "p"))
+    assert written.returncode == 0, written.stderr
+    assert "rpc PredictScorer" in (tmp_path / "p" / "blaze_service.proto").read_text()

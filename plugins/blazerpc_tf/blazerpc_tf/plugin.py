@@ -7,7 +7,6 @@ imported TensorFlow, and a SavedModel target imports it when it is loaded.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,18 +42,7 @@ def blazerpc_cli_options() -> list[click.Option]:
             ["--tf-signature"], envvar="BLAZERPC_TF_SIGNATURE", show_envvar=True, default=None,
             help=f"SavedModel signature a SavedModel TARGET serves. Default: {DEFAULT_SIGNATURE}.",
         ),
-        click.Option(
-            ["--name"], envvar="BLAZERPC_NAME", show_envvar=True, default=None,
-            help="Model (and rpc) name for a model-file TARGET; default: the file name without suffix.",
-        ),
     ]
-
-
-def _option(settings: ServeSettings, name: str) -> Any:
-    """A plugin option, or its ``BLAZERPC_*`` variable for commands that do not parse plugin options."""
-    if name in settings.extra:
-        return settings.extra[name] or None
-    return os.environ.get(f"BLAZERPC_{name.upper()}") or None
 
 
 @hookimpl
@@ -62,8 +50,8 @@ def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[Model
     path = Path(target)
     if not is_saved_model(path):
         return None
-    signature = _option(settings, "tf_signature") or DEFAULT_SIGNATURE
-    return [load_model(path, _option(settings, "name"), signature=signature)]
+    signature = settings.extra.get("tf_signature") or DEFAULT_SIGNATURE
+    return [load_model(path, settings.model_name, signature=signature)]
 
 
 @hookimpl

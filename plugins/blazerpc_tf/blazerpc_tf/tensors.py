@@ -13,13 +13,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from blazerpc_core import InvalidArgument, RegistrationError
 from blazerpc_core.schema.fields import BatchAxis, FieldMapping, TypeContext
-from blazerpc_core.schema.tensors import TensorSpec, check_shape, tensor_mapping
+from blazerpc_core.schema.tensors import (
+    FrameworkTensorSpec,
+    check_shape,
+    parse_dims,
+    split_annotation,
+    tensor_mapping,
+)
 
 BFLOAT16 = "bfloat16"
 WIRE_NAMES = (
@@ -57,60 +63,28 @@ def wire_name(dtype: Any) -> str:
 
 
 @dataclass(frozen=True)
-class TFTensorSpec:
+class TFTensorSpec(FrameworkTensorSpec):
     """A declared TF tensor: accepted dtypes (None: any), shape (None: any rank).
 
     A single dtype is also what a returned tensor is cast to. ``batch_named`` marks a first
-    dimension called ``"batch"``, which turns batching on.
+    dimension called ``"batch"``, which turns batching on; a bare ``tf.Tensor`` (any rank)
+    may be batched when the model opts in.
     """
 
-    dtypes: tuple[str, ...] | None
-    shape: tuple[int | None, ...] | None
-    batch_named: bool = False
-
-    @property
-    def core(self) -> TensorSpec:
-        return TensorSpec(None, self.shape, self.batch_named)
-
-    @property
-    def batchable(self) -> bool:
-        """Rank unknown counts: a bare ``tf.Tensor`` may be batched when the model opts in."""
-        return self.shape is None or (len(self.shape) > 0 and self.shape[0] is None)
-
-    def describe(self) -> str:
-        dtype = "any" if self.dtypes is None else "|".join(self.dtypes)
-        if self.shape is None:
-            return f"tf tensor {dtype}[...]"
-        dims = [("batch" if i == 0 and self.batch_named else "?") if d is None else str(d)
-                for i, d in enumerate(self.shape)]
-        return f"tf tensor {dtype}[{', '.join(dims)}]"
+    kind: ClassVar[str] = "tf tensor"
 
 
 class TFTensor:
     """Annotation for a TF tensor with a declared dtype and shape.
 
-    ``TFTensor[tf.float32, "batch", 512]``: the dtype, then the dimensions (an int is
-    fixed; None, -1 or a name is any size; a first dimension named ``"batch"`` turns
-    batching on). A bare ``tf.Tensor`` annotation takes any dtype and shape.
+    ``TFTensor[tf.float32, "batch", 512]``: the dtype, then the dimensions as for
+    ``TensorInput`` (see :func:`blazerpc_core.schema.tensors.parse_dims`). A bare
+    ``tf.Tensor`` annotation takes any dtype and shape.
     """
 
     def __class_getitem__(cls, args: Any) -> TFTensorSpec:
-        if not isinstance(args, tuple):
-            args = (args,)
-        if not args:
-            raise RegistrationError("TFTensor needs a dtype, e.g. TFTensor[tf.float32, 'batch', 512]")
-        return TFTensorSpec((wire_name(args[0]),), *_dims(args[1:]))
-
-
-def _dims(args: Sequence[Any]) -> tuple[tuple[int | None, ...] | None, bool]:
-    dims: list[int | None] = []
-    for dim in args:
-        if isinstance(dim, bool) or not isinstance(dim, (int, str, type(None))):
-            raise RegistrationError(f"tensor dimension {dim!r} must be an int, a name or None")
-        if isinstance(dim, int) and dim < -1:
-            raise RegistrationError(f"tensor dimension {dim} is negative (use -1 or None for any size)")
-        dims.append(dim if isinstance(dim, int) and dim >= 0 else None)
-    return (tuple(dims) if args else None), (len(args) > 0 and args[0] == "batch")
+        dtype, dims = split_annotation(args, what="TFTensor", example="TFTensor[tf.float32, 'batch', 512]")
+        return TFTensorSpec((wire_name(dtype),), *parse_dims(dims))
 
 
 # --- wire conversion -------------------------------------------------------------------

@@ -129,3 +129,12 @@ def test_what_cannot_be_served_is_refused_by_name(tmp_path: Path) -> None:
         blazerpc_tf.load_model(tmp_path / "strings")
     result = run_cli("serve", str(path), "--tf-signature", "missing", "--port", "0")
     assert result.returncode != 0 and "no signature 'missing'" in result.stderr
+
+
+def test_proto_and_models_take_the_options_serve_takes(tmp_path: Path) -> None:
+    path = str(save_two_heads(tmp_path / "two_heads"))
+    written = run_cli("proto", path, "--name", "heads", "--tf-signature", "other", "-o", str(tmp_path / "p"))
+    assert written.returncode == 0, written.stderr
+    assert "rpc PredictHeads" in (tmp_path / "p" / "blaze_service.proto").read_text()
+    missing = run_cli("models", path, "--tf-signature", "missing")
+    assert missing.returncode != 0 and "no signature 'missing'" in missing.stderr

@@ -7,7 +7,6 @@ torch, and model files import it when they are loaded.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -57,25 +56,14 @@ def blazerpc_cli_options() -> list[click.Option]:
             type=click.IntRange(min=1), default=None,
             help="Threads torch uses inside one operator (torch.set_num_threads).",
         ),
-        click.Option(
-            ["--name"], envvar="BLAZERPC_NAME", show_envvar=True, default=None,
-            help="Model (and rpc) name for a model-file TARGET; default: the file name without suffix.",
-        ),
     ]
-
-
-def model_name(settings: ServeSettings) -> str | None:
-    """``--name``, or ``BLAZERPC_NAME`` for commands that do not parse plugin options (``blazerpc proto``)."""
-    if "name" in settings.extra:
-        return settings.extra["name"] or None
-    return os.environ.get("BLAZERPC_NAME") or None
 
 
 @hookimpl
 def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[ModelSpec] | None:
     if not target.lower().endswith(SCRIPT_SUFFIXES + EXPORT_SUFFIXES):
         return None
-    return [load_model(Path(target), model_name(settings), device=settings.extra.get("torch_device"))]
+    return [load_model(Path(target), settings.model_name, device=settings.extra.get("torch_device"))]
 
 
 @hookimpl
