@@ -58,7 +58,8 @@ class BatchPlan:
         for value in args:
             shape = getattr(value, "shape", None)
             if shape is not None:
-                key = (key, tuple(shape)[1:], str(getattr(value, "dtype", "")))
+                # The dtype object itself: hashable, and far cheaper than its str() per request.
+                key = (key, tuple(shape)[1:], getattr(value, "dtype", None))
         return key
 
     def join(self, parts: Sequence[Sequence[Any]]) -> list[Any]:

@@ -10,6 +10,8 @@ own converters.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -141,8 +143,9 @@ class TensorOutput:
 # --- wire conversion ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def wire_dtype(name: str) -> np.dtype[Any]:
-    """The little-endian numpy dtype for a dtype name sent on the wire."""
+    """The little-endian numpy dtype for a dtype name sent on the wire (cached: per-request path)."""
     try:
         dtype = np.dtype(name)
     except TypeError:
@@ -181,7 +184,7 @@ def array_from_wire(message: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
         raise InvalidArgument(f"dtype is {dtype.name}, expected {spec.dtype.name}")
     check_shape(shape, spec)
     data = message.data
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise InvalidArgument(
             f"data has {len(data)} bytes, but shape {shape} of {dtype.name} needs {expected}"
