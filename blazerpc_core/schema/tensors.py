@@ -172,23 +172,31 @@ def check_shape(shape: Sequence[int], spec: TensorSpec, *, what: str = "tensor")
             )
 
 
-def array_from_wire(message: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
-    """Decode a ``TensorProto`` into a read-only array that shares the message's bytes."""
+def checked_payload(message: Any, spec: TensorSpec, dtype_name: str, itemsize: int) -> tuple[list[int], bytes]:
+    """A ``TensorProto``'s shape and bytes, once the shape fits ``spec`` and the byte count the shape.
+
+    Shared by every decoder (numpy here, framework tensors in plugins) after it has
+    resolved the dtype; raises :class:`InvalidArgument` naming what is wrong.
+    """
     shape = list(message.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"negative dimension in shape {shape}")
-    dtype = wire_dtype(message.dtype) if message.dtype else None
-    if dtype is None:
-        raise InvalidArgument("tensor has no dtype")
-    if spec.dtype is not None and dtype != spec.dtype:
-        raise InvalidArgument(f"dtype is {dtype.name}, expected {spec.dtype.name}")
     check_shape(shape, spec)
     data = message.data
-    expected = math.prod(shape) * dtype.itemsize
+    expected = math.prod(shape) * itemsize
     if len(data) != expected:
-        raise InvalidArgument(
-            f"data has {len(data)} bytes, but shape {shape} of {dtype.name} needs {expected}"
-        )
+        raise InvalidArgument(f"data has {len(data)} bytes, but shape {shape} of {dtype_name} needs {expected}")
+    return shape, data
+
+
+def array_from_wire(message: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
+    """Decode a ``TensorProto`` into a read-only array that shares the message's bytes."""
+    if not message.dtype:
+        raise InvalidArgument("tensor has no dtype")
+    dtype = wire_dtype(message.dtype)
+    if spec.dtype is not None and dtype != spec.dtype:
+        raise InvalidArgument(f"dtype is {dtype.name}, expected {spec.dtype.name}")
+    shape, data = checked_payload(message, spec, dtype.name, dtype.itemsize)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 

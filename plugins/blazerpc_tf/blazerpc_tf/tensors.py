@@ -22,6 +22,7 @@ from blazerpc_core.schema.fields import BatchAxis, FieldMapping, TypeContext
 from blazerpc_core.schema.tensors import (
     FrameworkTensorSpec,
     check_shape,
+    checked_payload,
     parse_dims,
     split_annotation,
     tensor_mapping,
@@ -104,14 +105,7 @@ def tensor_from_wire(message: Any, spec: TFTensorSpec) -> Any:
     if spec.dtypes is not None and name not in spec.dtypes:
         raise InvalidArgument(f"dtype is {name}, expected {' or '.join(spec.dtypes)}")
     dtype = numpy_dtype(name)
-    shape = list(message.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(f"negative dimension in shape {shape}")
-    check_shape(shape, spec.core)
-    data = message.data
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        raise InvalidArgument(f"data has {len(data)} bytes, but shape {shape} of {name} needs {expected}")
+    shape, data = checked_payload(message, spec.core, name, dtype.itemsize)
     return tf.convert_to_tensor(np.frombuffer(data, dtype=dtype).reshape(shape))
 
 

@@ -24,6 +24,7 @@ from blazerpc_core.schema.fields import BatchAxis, FieldMapping, TypeContext
 from blazerpc_core.schema.tensors import (
     FrameworkTensorSpec,
     check_shape,
+    checked_payload,
     parse_dims,
     split_annotation,
     tensor_mapping,
@@ -107,15 +108,8 @@ def tensor_from_wire(message: Any, spec: TorchTensorSpec) -> Any:
     dtype = torch_dtypes().get(name)
     if dtype is None:
         raise InvalidArgument(f"dtype {name} is not available in this torch build")
-    shape = list(message.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(f"negative dimension in shape {shape}")
-    check_shape(shape, spec.core)
-    data = message.data
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        raise InvalidArgument(f"data has {len(data)} bytes, but shape {shape} of {name} needs {expected}")
-    if expected == 0:
+    shape, data = checked_payload(message, spec.core, name, dtype.itemsize)
+    if not data:
         return torch.empty(shape, dtype=dtype)
     if len(data) == 1:
         # CPython shares one-byte bytes objects process-wide; never alias those.
