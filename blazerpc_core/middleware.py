@@ -30,6 +30,7 @@ class CallContext:
     """What middleware and the runtime know about one call."""
 
     __slots__ = (
+        "_peer",
         "deadline",
         "inputs",
         "messages_in",
@@ -38,7 +39,6 @@ class CallContext:
         "model",
         "on_done",
         "path",
-        "peer",
         "rpc",
         "start",
         "state",
@@ -62,8 +62,7 @@ class CallContext:
         self.path = path
         #: Request metadata (a multidict of header name → value).
         self.metadata = metadata
-        #: ``host:port`` of the client, or None when unknown.
-        self.peer = peer
+        self._peer = peer
         self.deadline = deadline
         #: Free-form per-call storage for middleware.
         self.state: dict[str, Any] = {}
@@ -78,6 +77,11 @@ class CallContext:
         self.on_done: list[Callable[[CallContext], None]] = []
         self.messages_in = 0
         self.messages_out = 0
+
+    @property
+    def peer(self) -> str | None:
+        """``host:port`` of the client, or None when unknown."""
+        return self._peer
 
     def trailers(self) -> dict[str, str] | None:
         """``trailing_metadata`` if gRPC can carry it; otherwise None, logged (the status matters more)."""

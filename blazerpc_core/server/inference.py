@@ -54,12 +54,9 @@ class Call(CallContext):
 
     @property
     def peer(self) -> str | None:
+        """Read from the connection only when someone asks (most calls never do)."""
         addr = self._stream.peer.addr()
         return None if addr is None else f"{addr[0]}:{addr[1]}"
-
-    @peer.setter
-    def peer(self, value: str | None) -> None:
-        pass
 
 
 class MethodHandler:
