@@ -99,6 +99,28 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _bound_check(
+    scenario: str,
+    name: str,
+    value: float,
+    baseline: float | None,
+    target: float,
+    *,
+    upper: bool,
+    unit: str,
+    note: str,
+    paired: float | None,
+) -> Check:
+    """``value / baseline`` (or ``value`` alone with no baseline) against ``target``, from above or below."""
+    r = paired if paired is not None else ratio(value, baseline) if baseline is not None else None
+    measured = r if baseline is not None else value
+    met = None if measured is None else (measured <= target if upper else measured >= target)
+    sign = "<=" if upper else ">="
+    absolute = f"{target:g}" if upper else f"{target:,.0f}"
+    shown = f"{sign} {target:g}x" if baseline is not None else f"{sign} {absolute} {unit}".rstrip()
+    return Check(scenario, name, value, baseline, r, shown, met, unit, note)
+
+
 def at_least(
     scenario: str,
     name: str,
@@ -114,11 +136,7 @@ def at_least(
 
     ``paired`` replaces value / baseline with a better estimate of it (see paired_ratio).
     """
-    r = paired if paired is not None else ratio(value, baseline) if baseline is not None else None
-    measured = r if baseline is not None else value
-    met = None if measured is None else measured >= target
-    shown = f">= {target:g}x" if baseline is not None else f">= {target:,.0f} {unit}".rstrip()
-    return Check(scenario, name, value, baseline, r, shown, met, unit, note)
+    return _bound_check(scenario, name, value, baseline, target, upper=False, unit=unit, note=note, paired=paired)
 
 
 def at_most(
@@ -133,11 +151,7 @@ def at_most(
     paired: float | None = None,
 ) -> Check:
     """A check that ``value / baseline`` (or ``value`` alone with no baseline) is <= target."""
-    r = paired if paired is not None else ratio(value, baseline) if baseline is not None else None
-    measured = r if baseline is not None else value
-    met = None if measured is None else measured <= target
-    shown = f"<= {target:g}x" if baseline is not None else f"<= {target:g} {unit}".rstrip()
-    return Check(scenario, name, value, baseline, r, shown, met, unit, note)
+    return _bound_check(scenario, name, value, baseline, target, upper=True, unit=unit, note=note, paired=paired)
 
 
 def info(
