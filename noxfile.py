@@ -16,10 +16,10 @@ TORCH = "torch==2.13.0"  # the CPU wheel; any other version pulls a multi-GB CUD
 PYTEST = ["pytest", "-q", "-p", "no:cacheprovider"]
 
 
-@nox.session(python=False)
+@nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over everything."""
-    session.run("python", "-m", "pip", "install", "-q", "ruff")
+    """ruff over everything (in its own virtualenv, never the caller's environment)."""
+    session.install("-q", "ruff")
     session.run("ruff", "check", ".")
 
 

@@ -7,6 +7,7 @@ also reads a ``BLAZERPC_*`` environment variable.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -16,8 +17,8 @@ import click
 import pluggy
 
 from blazerpc_core.discovery import Discovered, build_registry, discover
-from blazerpc_core.errors import PluginError, RegistrationError
-from blazerpc_core.observability.logformat import configure_logging
+from blazerpc_core.errors import PluginError, RegistrationError, StartupError
+from blazerpc_core.observability.logformat import LEVELS, configure_logging
 from blazerpc_core.plugins import describe_plugins, disabled_from_env, make_plugin_manager
 from blazerpc_core.registry import ModelRegistry
 from blazerpc_core.schema.builder import FILE_NAME, build_schema
@@ -50,6 +51,13 @@ def _load(
         return found, build_registry(found, pm)
     except (RegistrationError, PluginError, pluggy.PluginValidationError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        # User code failed while being imported: one line here, the traceback at DEBUG.
+        log.debug("loading %s failed", " ".join(targets) or "installed models", exc_info=exc)
+        what = " ".join(targets) or "the installed model packages"
+        raise click.ClickException(
+            f"cannot load {what}: {type(exc).__name__}: {exc} (--log-level DEBUG shows the traceback)"
+        ) from exc
 
 
 def _option(*names: str, env: str, **kwargs: Any) -> Any:
@@ -59,14 +67,17 @@ def _option(*names: str, env: str, **kwargs: Any) -> Any:
 def serve_options() -> list[Any]:
     return [
         _option("--host", env="HOST", default="127.0.0.1", show_default=True, help="Address to bind."),
-        _option("--port", env="PORT", type=int, default=50051, show_default=True,
+        _option("--port", env="PORT", type=click.IntRange(0, 65535), default=50051, show_default=True,
                 help="Port to bind (0: any free port)."),
         _option("--workers", env="WORKERS", type=click.IntRange(min=1), default=1, show_default=True,
                 help="Server processes sharing the port (SO_REUSEPORT) under one supervisor."),
         _option("--grace-period", env="GRACE_PERIOD", type=float, default=10.0, show_default=True,
                 help="Seconds in-flight calls get to finish after SIGTERM/SIGINT."),
-        _option("--max-threads", "max_workers", env="MAX_THREADS", type=int, default=None,
-                help="Size of the thread pool that runs sync model code."),
+        _option("--max-threads", "max_workers", env="MAX_THREADS", type=click.IntRange(min=1), default=None,
+                help="Size of the thread pool that runs sync model code [max(8, CPUs + 4)]."),
+        _option("--max-model-threads", env="MAX_MODEL_THREADS", type=click.IntRange(min=1), default=None,
+                help="Pool threads one model may use at once, so a stuck model never starves the others "
+                     "[all but two of --max-threads]."),
         _option("--inline-budget-us", env="INLINE_BUDGET_US", type=float, default=100.0, show_default=True,
                 help="Sync models measured to finish well within this run on the event loop instead of "
                      "the thread pool (0: always use the pool)."),
@@ -94,9 +105,13 @@ def serve_options() -> list[Any]:
                 help="Largest request message; bigger ones get RESOURCE_EXHAUSTED."),
         _option("--hide-error-details", env="HIDE_ERROR_DETAILS", is_flag=True, default=False,
                 help="Answer model failures with INTERNAL and no exception text."),
+        _option("--full-error-details", env="FULL_ERROR_DETAILS", is_flag=True, default=False,
+                help="Send clients a model exception's whole text; by default they get its type and first "
+                     "line, with server file paths cut to file names."),
         _option("--log-format", env="LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
                 show_default=True, help="Access and server log format."),
-        _option("--log-level", env="LOG_LEVEL", default="INFO", show_default=True, help="Logging level."),
+        _option("--log-level", env="LOG_LEVEL", type=click.Choice(LEVELS, case_sensitive=False), default="INFO",
+                show_default=True, help="Logging level."),
         _option("--disable-plugin", "disabled_plugins", env="DISABLE_PLUGINS", multiple=True,
                 help="Plugin name not to load (repeatable; see `blazerpc plugins`)."),
     ]
@@ -131,28 +146,41 @@ def banner(found: list[Discovered], registry: ModelRegistry, address: str) -> st
 
 def _serve(targets: tuple[str, ...], options: dict[str, Any], plugin_names: list[str]) -> None:
     from blazerpc_core.server.serve import BlazeServer
+    from blazerpc_core.server.supervisor import supervise, worker_id
 
     configure_logging(options["log_level"], options["log_format"])
     settings = settings_from(options, plugin_names)
-    from blazerpc_core.server.supervisor import supervise, worker_id
-
-    if settings.workers > 1 and worker_id() is None:
-        if settings.port == 0:
-            raise click.ClickException("--workers needs a fixed --port: each worker would bind its own with 0")
+    supervising = settings.workers > 1 and worker_id() is None
+    if supervising and settings.port == 0:
+        raise click.ClickException("--workers needs a fixed --port: each worker would bind its own with 0")
+    pm = _plugin_manager(settings.disabled_plugins)
+    for target in targets or ("installed model packages",):
+        log.info("loading %s", target)
+    # Resolved once, before any worker starts: a broken target fails here with one line
+    # instead of crashing N workers in a restart loop.
+    found, registry = _load(targets, settings, pm)
+    if supervising:
         # Workers re-execute this command line; see blazerpc_core.server.supervisor.
         sys.exit(supervise(sys.argv[1:], settings.workers, grace_period=settings.grace_period))
-    pm = _plugin_manager(settings.disabled_plugins)
-    found, registry = _load(targets, settings, pm)
     try:
         server = BlazeServer(registry, settings=settings, plugin_manager=pm)
     except RegistrationError as exc:
         raise click.ClickException(str(exc)) from exc
 
     def ready(srv: BlazeServer) -> None:
-        click.echo(banner(found, registry, f"{settings.host}:{srv.port}"), err=False)
+        text = banner(found, registry, f"{settings.host}:{srv.port}")
+        if settings.log_format == "json":
+            models = [{"name": s.name, "version": s.version, "shape": s.streaming.value} for s in registry]
+            log.info(text.splitlines()[0], extra={"blazerpc": {"address": f"{settings.host}:{srv.port}",
+                                                               "models": models}})
+        else:
+            click.echo(text)
         sys.stdout.flush()
 
-    asyncio.run(server.serve_forever(on_ready=ready))
+    try:
+        asyncio.run(server.serve_forever(on_ready=ready))
+    except (StartupError, RegistrationError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def name_option() -> click.Option:
@@ -211,7 +239,7 @@ def make_cli() -> click.Group:
 
     for option in reversed(serve_options()):
         serve = option(serve)
-    serve.__doc__ = (serve.__doc__ or "") + "\n\n" + TARGETS_HELP
+    serve.__doc__ = inspect.cleandoc(serve.__doc__ or "") + "\n\n" + TARGETS_HELP
     serve_command = click.command("serve")(serve)
     cli.add_command(serve_command)
 

@@ -91,6 +91,13 @@ def load_python_target(target: str) -> tuple[list[ModelSpec], list[Any]]:
         if not path.is_file():
             raise RegistrationError(f"target {target!r}: no such file {where}")
         module = _import_file(path)
+    elif Path(where).exists():
+        kind = "directory" if Path(where).is_dir() else "file"
+        raise RegistrationError(
+            f"target {target!r} is a {kind} that no installed plugin serves: Python targets are module:attr, "
+            "path/to/file.py or path/to/file.py:attr, and model files need their framework plugin "
+            "(blazerpc-onnx for .onnx, blazerpc-torch for .pt/.pt2, blazerpc-tf for a SavedModel directory)"
+        )
     else:
         if "." not in sys.path and "" not in sys.path:
             sys.path.insert(0, ".")

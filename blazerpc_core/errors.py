@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
+from collections.abc import Sequence
+
 from grpclib.const import Status
 
 
@@ -59,8 +62,47 @@ class PermissionDenied(BlazeError):
     status = Status.PERMISSION_DENIED
 
 
+def client_text(value: object, limit: int = 64) -> str:
+    """A short, printable rendering of something a client sent, for a status message.
+
+    Status messages travel in HTTP/2 trailers that grpclib HPACK-encodes on the event
+    loop, so echoing a client's megabyte string would stall every call on the server.
+    Strings and bytes keep their first ``limit`` characters and note the full length
+    (``'fl…' (1048576 chars)``); sequences show their first items and their length
+    (``[1, 1, 1, …] (100000 items)``); anything else is cut at ``limit`` characters.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        if len(value) <= limit:
+            return repr(value)
+        head = repr(value[:limit])
+        unit = "chars" if isinstance(value, str) else "bytes"
+        return f"{head[:-1]}…{head[-1]} ({len(value)} {unit})"
+    if isinstance(value, Sequence):
+        items: list[str] = []
+        used = 0
+        for item in value[: limit // 2 + 1]:
+            if used > limit:
+                break
+            items.append(client_text(item, limit))
+            used += len(items[-1]) + 2
+        if len(items) == len(value):
+            return f"[{', '.join(items)}]"
+        return f"[{', '.join(items)}, …] ({len(value)} items)"
+    short = reprlib.Repr()  # bounded work even for a large dict
+    short.maxstring = short.maxother = limit
+    try:
+        text = short.repr(value)
+    except Exception:  # e.g. an int too long to print; the type is all a reader needs
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 class RegistrationError(ValueError):
     """A model, type or plugin was refused at build time; raised where it was registered."""
+
+
+class StartupError(RuntimeError):
+    """The server could not start (its port is taken, a startup hook failed); the message says why."""
 
 
 class PluginError(RuntimeError):

@@ -98,6 +98,10 @@ class CallContext:
         """Seconds until the client's deadline, or None when it set none."""
         return None if self.deadline is None else self.deadline.time_remaining()
 
+    def expires_at(self) -> float | None:
+        """The client's deadline in ``time.monotonic()`` seconds, or None when it set none."""
+        return None if self.deadline is None else time.monotonic() + self.deadline.time_remaining()
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 

@@ -53,6 +53,8 @@ class ServeSettings:
     workers: int = 1
     grace_period: float = 10.0
     max_workers: int | None = None
+    #: Calls of one sync model that may use the thread pool at once (None: all but two threads).
+    max_model_threads: int | None = None
     #: Sync functions consistently faster than this run inline on the loop (0: never).
     inline_budget_us: float = 100.0
     batching: BatchSettings = field(default_factory=BatchSettings)
@@ -62,6 +64,8 @@ class ServeSettings:
     tls_client_ca: str | None = None
     max_message_mb: float = 64.0
     hide_error_details: bool = False
+    #: Send a model exception's whole text (tracebacks and paths included), not just its first line.
+    full_error_details: bool = False
     log_format: str = "text"
     disabled_plugins: tuple[str, ...] = ()
     #: ``--name``: the model (and rpc) name for a model-file TARGET a plugin loads; None: the file name.

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blazerpc_core import BlazeApp, hookimpl
+from blazerpc_core.errors import StartupError
 from blazerpc_core.server.context import ServerContext
 from blazerpc_core.testing import free_port, serve_cli
 
@@ -173,7 +174,7 @@ def test_a_taken_metrics_port_fails_startup_naming_it(blazerpc_serve: Any) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+        with pytest.raises(StartupError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             blazerpc_serve(make_app(), metrics_port=port, load_entry_points=False)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from blazerpc_core.plugins import make_plugin_manager
 from blazerpc_core.schema.builder import build_schema
-from blazerpc_core.testing import compile_stubs, run_cli, serve_cli
+from blazerpc_core.testing import compile_stubs, free_port, run_cli, serve_cli
 
 APP = '''
 import os
@@ -117,9 +117,14 @@ def test_workers_need_a_fixed_port(target):
 
 
 def test_a_worker_that_keeps_crashing_at_startup_makes_the_supervisor_give_up(tmp_path):
+    # Imports fine in the supervisor (which resolves targets once before forking), fails in every worker.
     broken = tmp_path / "broken_app.py"
-    broken.write_text("raise RuntimeError('cannot load weights')\n")
-    done = run_cli("serve", str(broken), "--workers", "2", "--port", "1", timeout=120)
+    broken.write_text(
+        "import os\nfrom blazerpc_core import BlazeApp\napp = BlazeApp()\n"
+        "@app.model('add')\ndef add(a: float, b: float) -> float:\n    return a + b\n"
+        "if os.environ.get('BLAZERPC_WORKER_ID'):\n    raise RuntimeError('cannot load weights')\n"
+    )
+    done = run_cli("serve", str(broken), "--workers", "2", "--port", str(free_port()), timeout=120)
     assert done.returncode == 1
     assert "cannot load weights" in done.stderr
     assert re.search(r"worker \d exited with code 1 5 times within 10s of starting; giving up", done.stderr)

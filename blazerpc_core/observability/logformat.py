@@ -12,6 +12,9 @@ import time
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+#: Records whose structured fields are the whole line (the access log): no separate message.
+_FIELDS_ONLY = frozenset({"blazerpc.access"})
 
 
 class TextFormatter(logging.Formatter):
@@ -36,11 +39,24 @@ class TextFormatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"
 
 
-class JsonFormatter(TextFormatter):
-    """One JSON object per record; structured fields (``record.blazerpc``) become top-level keys."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ISO 8601 UTC ``time``, ``level``, ``logger``, ``message``.
+
+    Structured fields a record carries (``record.blazerpc``: the access log's, a model
+    failure's method, model and request id) become top-level keys.
+    """
 
     def __init__(self) -> None:
-        super().__init__(None)
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            self._second = second
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -48,18 +64,25 @@ class JsonFormatter(TextFormatter):
             "level": record.levelname,
             "logger": record.name,
         }
+        if record.name not in _FIELDS_ONLY:
+            entry["message"] = record.getMessage()
         fields = getattr(record, "blazerpc", None)
         if isinstance(fields, dict):
             entry.update(fields)
-        else:
-            entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
 def configure_logging(level: str, log_format: str) -> None:
-    """Log to stderr at ``level``, as text lines or JSON objects."""
+    """Log to stderr at ``level``, as text lines or JSON objects.
+
+    grpclib logs every cancelled call and expired deadline at INFO; those are ordinary
+    events here (the access log already records them), so its loggers start at WARNING
+    unless ``level`` is DEBUG.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    if level.upper() != "DEBUG":
+        logging.getLogger("grpclib").setLevel(logging.WARNING)

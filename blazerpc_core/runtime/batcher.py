@@ -87,11 +87,16 @@ class Batcher:
         remaining = ctx.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded(f"the deadline passed before model {self.label} was called")
+        if rows == 0:
+            # Nothing to join: the model answers an empty request directly (it wakes no batch).
+            return await self._invoker(args, ctx.expires_at())
         queue, config = self.queue, self.config
-        if queue.rows + rows > config.max_queue_size:
+        # A request larger than the whole queue is still served when it can be alone: the
+        # bound is against overload, and RESOURCE_EXHAUSTED would make clients retry forever.
+        if queue.rows and queue.rows + rows > config.max_queue_size:
             raise ResourceExhausted(
                 f"model {self.label} is overloaded: its queue holds {queue.rows} rows and this request "
-                f"has {rows}, over the limit of {config.max_queue_size} rows (max_queue_size)"
+                f"has {rows}, over the limit of {config.max_queue_size} rows (max_queue_size); retry later"
             )
         now = time.monotonic()
         self.rule.admit(self, rows, now, remaining)
@@ -182,8 +187,8 @@ class Batcher:
             if self._invoker.is_async:
                 future: asyncio.Future[Computed] = asyncio.ensure_future(self._compute_async(parts, sizes))
             else:
-                loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(self._invoker.pool, self._compute, parts, sizes)
+                deadlines = [item.deadline for item in batch]
+                future = asyncio.wrap_future(self._invoker.pool.submit(self._compute, parts, sizes, deadlines))
         except Exception as exc:
             # Taken off the queue but never started: their callers must still get an answer.
             log.exception("could not start a batch of model %s", self.label)
@@ -217,26 +222,47 @@ class Batcher:
 
     # -- running one batch -----------------------------------------------------------------
 
-    def _compute(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
-        """Join, call and split in a pool thread (sync models)."""
-        func, plan = self._invoker.func, self.plan
+    def _compute(
+        self, parts: list[Sequence[Any]], sizes: list[int], deadlines: list[float | None]
+    ) -> Computed:
+        """Join, call and split in a pool thread (sync models).
+
+        Requests whose deadline passed while the batch waited for a thread, or that would
+        not get their answer before it, are answered DEADLINE_EXCEEDED here and left out of
+        the call: the model's time goes to rows someone still waits for.
+        """
+        invoker = self._invoker
+        now = time.monotonic()
+        late = [invoker.times.too_late(deadline, now) for deadline in deadlines]
+        if any(late):
+            live = [i for i, skip in enumerate(late) if not skip]
+            outcomes: list[Any] = [invoker.late() if skip else None for skip in late]
+            if live:
+                done, seconds = self._compute([parts[i] for i in live], [sizes[i] for i in live], [None] * len(live))
+                for index, outcome in zip(live, done, strict=True):
+                    outcomes[index] = outcome
+                return outcomes, seconds
+            return outcomes, 0.0
+        plan = self.plan
         try:
             args = plan.join(parts)
         except Exception:
             return self._one_by_one(parts, sizes)
         start = time.perf_counter()
-        result = func(*args)
+        result = invoker.call_sync(invoker.func, *args)
         seconds = time.perf_counter() - start
+        invoker.times.add(seconds)
         return plan.split(result, sizes), seconds
 
     def _one_by_one(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
         # Requests that cannot be concatenated (shape_key did not tell them apart) still
         # must not fail each other: each runs alone.
+        invoker = self._invoker
         outcomes: list[Any] = []
         start = time.perf_counter()
         for args, rows in zip(parts, sizes, strict=True):
             try:
-                outcomes.extend(self.plan.split(self._invoker.func(*args), [rows]))
+                outcomes.extend(self.plan.split(invoker.call_sync(invoker.func, *args), [rows]))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes, time.perf_counter() - start

@@ -1,66 +1,245 @@
-"""Calling a model function without blocking the event loop.
+"""Calling a model function without blocking the event loop, and without letting it hold the server.
 
-Sync functions run in one bounded thread pool shared by the server; async functions run
-on the loop. ``Invoker`` hides which.
+Sync functions run in one bounded pool of threads shared by the server; async functions
+run on the loop. :class:`Invoker` hides which, and guards the pool three ways:
+
+* **A cap per model.** At most ``max_concurrency`` calls of one model wait in or run on
+  the pool at once, so a model that hangs or crawls takes some threads, never all: the
+  other models keep theirs.
+* **No work for callers that are gone.** A call whose deadline has passed, or that would
+  not finish before it (judged from the model's recent call times), is refused in the
+  pool thread just before the model would run, even when the event loop is too busy to
+  have noticed yet. Under overload the model's time goes to calls that can still be
+  answered.
+* **Daemon threads.** :class:`ModelPool` threads never hold up process exit, so a
+  shutdown is bounded by the grace period whatever model code does.
 
 A thread hop costs tens of microseconds of CPU and a GIL handoff, more than a tiny
 function itself (``a + b``). So a sync function whose calls are consistently cheaper than
-``inline_budget`` is promoted to run inline on the loop, where it blocks the loop for less
-time than the hop would. "Consistently": at least ``PROMOTE_SHARE`` of a window of
-``PROMOTE_AFTER`` calls in the pool took under half the budget (wall time, so a function
-that sleeps or waits on I/O is never promoted; a window rather than a streak, because
-under load a few pool timings are inflated by waiting for the GIL). The first inline call
-that exceeds the budget demotes the function back to the pool for good, so a function
-that is sometimes slow blocks the loop at most once.
+``inline_budget`` is promoted to run inline on the loop. "Consistently": at least
+``PROMOTE_SHARE`` of a window of ``PROMOTE_AFTER`` pool calls took under half the budget
+(wall time, so a function that sleeps or waits on I/O is never promoted). The first
+inline call over the budget demotes the function back to the pool for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any
+
+from blazerpc_core.errors import DeadlineExceeded
 
 #: Pool calls observed per promotion window, and the share of them that must be fast.
 PROMOTE_AFTER = 200
 PROMOTE_SHARE = 0.9
+#: Weight of the newest call in a model's running mean call time.
+_SMOOTHING = 0.2
+#: Calls observed before the mean is trusted to refuse work that cannot finish in time.
+_MIN_OBSERVED = 5
+
+
+def default_pool_size() -> int:
+    """Threads for sync model code when ``--max-threads`` is not given."""
+    return max(8, (os.cpu_count() or 1) + 4)
+
+
+def default_model_concurrency(pool_size: int) -> int:
+    """Calls of one model at once: all but two threads, so one stuck model never starves the rest."""
+    return max(1, pool_size - 2)
+
+
+class ModelPool(Executor):
+    """A bounded pool of daemon threads; work submitted after :meth:`shutdown` raises RuntimeError.
+
+    Unlike ``ThreadPoolExecutor``, its threads are never joined at interpreter exit: a model
+    call that never returns cannot keep a stopped server's process alive.
+    """
+
+    def __init__(self, max_threads: int | None = None, *, name: str = "blazerpc-model") -> None:
+        self.max_threads = max_threads or default_pool_size()
+        if self.max_threads < 1:
+            raise ValueError("a model pool needs at least one thread")
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self._numbers = itertools.count(1)
+
+    @property
+    def busy(self) -> int:
+        """Threads running model code now."""
+        with self._lock:
+            return len(self._threads) - self._idle
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if kwargs:
+            fn = _bind_kwargs(fn, kwargs)
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the model pool is shut down")
+            self._work.put((future, fn, args))
+            if self._idle == 0 and len(self._threads) < self.max_threads:
+                thread = threading.Thread(
+                    target=self._worker, name=f"{self._name}-{next(self._numbers)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1 if self._idle else 0
+        return future
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # handed to whoever awaits the future
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                del future, fn, args, item
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new work; with ``cancel_futures``, drop work not started. Threads are never joined
+        (``wait`` is accepted for the Executor interface and ignored: a stuck call must not hang the caller)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = len(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in range(threads):
+            self._work.put(None)
+
+
+def _bind_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
+class CallTimes:
+    """A model's running mean call time (seconds), to tell which calls can still finish in time."""
+
+    __slots__ = ("_count", "mean")
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self._count = 0
+
+    def add(self, seconds: float) -> None:
+        self._count += 1
+        self.mean = seconds if self._count == 1 else self.mean + _SMOOTHING * (seconds - self.mean)
+
+    def too_late(self, deadline: float | None, now: float) -> bool:
+        """True when a call starting ``now`` would end after ``deadline`` (monotonic seconds)."""
+        if deadline is None:
+            return False
+        left = deadline - now
+        return left <= 0 or (self._count >= _MIN_OBSERVED and left < self.mean)
 
 
 class Invoker:
-    """``await invoker(args)`` calls ``func(*args)`` the right way for its kind."""
+    """``await invoker(args, deadline)`` calls ``func(*args)`` the right way for its kind.
+
+    ``deadline`` is the caller's deadline in ``time.monotonic()`` seconds (None: none).
+    ``enter(call)`` wraps every entry into sync model code in a pool thread (a framework
+    plugin sets a thread-local mode there, such as torch's inference mode); it is given a
+    no-argument callable and returns its result.
+    """
 
     def __init__(
         self,
         func: Callable[..., Any],
         *,
         is_async: bool,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         inline_budget: float = 0.0,
+        max_concurrency: int | None = None,
+        label: str = "",
+        enter: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> None:
         self.func = func
         self.is_async = is_async
         self.pool = pool
+        self.label = label or getattr(func, "__name__", "model")
+        self.enter = enter
+        self.times = CallTimes()
         self._budget = inline_budget
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         #: True while calls run on the loop; False once demoted or while still on probation.
         self.inline = False
         #: Calls and fast calls in the current window; None once promotion is ruled out.
-        self._window: list[int] | None = [0, 0] if inline_budget > 0 else None
+        self._window: list[int] | None = [0, 0] if inline_budget > 0 and enter is None else None
 
-    async def __call__(self, args: Sequence[Any]) -> Any:
+    def wrapped(
+        self, *, func: Callable[..., Any] | None = None, enter: Callable[[Callable[[], Any]], Any] | None = None
+    ) -> Invoker:
+        """The same model with its function replaced and/or entered through ``enter``.
+
+        Same pool and concurrency cap; a model entered through a wrapper is never run inline
+        (the wrapper sets per-thread state).
+        """
+        return Invoker(
+            func or self.func, is_async=self.is_async, pool=self.pool, max_concurrency=self.max_concurrency,
+            label=self.label, enter=enter or self.enter,
+            inline_budget=self._budget if (enter or self.enter) is None else 0.0,
+        )
+
+    def call_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` as model code in the current (pool) thread, through ``enter``."""
+        if self.enter is None:
+            return fn(*args)
+        return self.enter(lambda: fn(*args))
+
+    async def __call__(self, args: Sequence[Any], deadline: float | None = None) -> Any:
         if self.is_async:
             return await self.func(*args)
         if self.inline:
+            if self.times.too_late(deadline, time.monotonic()):
+                raise self.late()
             start = time.perf_counter()
             result = self.func(*args)
             if time.perf_counter() - start > self._budget:
                 self.inline = False
                 self._window = None
             return result
-        loop = asyncio.get_running_loop()
-        if self._window is None:
-            return await loop.run_in_executor(self.pool, self._call, args)
-        result, took = await loop.run_in_executor(self.pool, self._timed, args)
+        if self._slots is None:
+            return await self._in_pool(args, deadline)
+        async with self._slots:
+            return await self._in_pool(args, deadline)
+
+    async def _in_pool(self, args: Sequence[Any], deadline: float | None) -> Any:
+        if self.times.too_late(deadline, time.monotonic()):
+            raise self.late()  # checked here too: refusing on the loop saves the thread hop
+        result, took = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
         window = self._window
         if window is not None:  # another call may have settled it while this one ran
             window[0] += 1
@@ -70,15 +249,22 @@ class Invoker:
                 self._window = None if self.inline else [0, 0]
         return result
 
-    def _call(self, args: Sequence[Any]) -> Any:
-        return self.func(*args)
-
-    def _timed(self, args: Sequence[Any]) -> tuple[Any, float]:
+    def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float]:
+        """In a pool thread: refuse a call that can no longer be answered in time, else run it."""
+        if self.times.too_late(deadline, time.monotonic()):
+            raise self.late()
         start = time.perf_counter()
-        result = self.func(*args)
-        return result, time.perf_counter() - start
+        result = self.call_sync(self.func, *args)
+        took = time.perf_counter() - start
+        self.times.add(took)
+        return result, took
+
+    def late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the deadline passed, or is too close to finish, before model {self.label} was called"
+        )
 
 
-def make_pool(max_workers: int | None) -> ThreadPoolExecutor:
+def make_pool(max_threads: int | None) -> ModelPool:
     """The server's one thread pool for sync model code (bounded: ``--max-threads``)."""
-    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="blazerpc-model")
+    return ModelPool(max_threads)

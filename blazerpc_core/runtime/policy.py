@@ -48,7 +48,7 @@ class DirectRunner:
         self._invoker = invoker
 
     async def submit(self, args: Sequence[Any], ctx: CallContext) -> Any:
-        return await self._invoker(args)
+        return await self._invoker(args, ctx.expires_at())
 
     async def start(self) -> None:
         return None

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from blazerpc_core.errors import Unavailable
@@ -54,7 +54,7 @@ class ThreadedIterator:
     def __init__(
         self,
         make_iterable: Callable[[], Iterable[Any]],
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         *,
         ahead: int = DEFAULT_AHEAD,
         ahead_bytes: int = DEFAULT_AHEAD_BYTES,

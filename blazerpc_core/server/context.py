@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from blazerpc_core.runtime.events import BatchEvents
+from blazerpc_core.runtime.executor import ModelPool
 
 if TYPE_CHECKING:
     from grpclib.events import RecvRequest
@@ -30,7 +30,7 @@ class ServerContext:
     registry: ModelRegistry
     schema: Schema
     plugin_manager: pluggy.PluginManager
-    pool: ThreadPoolExecutor
+    pool: ModelPool
     errors: ErrorMapper
     handlers: list[MethodHandler] = field(default_factory=list)
     #: The composed middleware, outermost first: plugins find their own instances here

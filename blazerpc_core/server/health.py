@@ -10,6 +10,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpclib.const import Status
 from grpclib.server import Stream
 
+from blazerpc_core.server.status import cap_message
 from blazerpc_core.server.system_protos import HEALTH_SERVICE
 
 UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN = 0, 1, 2, 3
@@ -56,7 +57,9 @@ class HealthService:
         service = request.service if request else ""
         status = self._status.get(service)
         if status is None:
-            await stream.send_trailing_metadata(status=Status.NOT_FOUND, status_message=f"unknown service {service!r}")
+            await stream.send_trailing_metadata(
+                status=Status.NOT_FOUND, status_message=cap_message(f"unknown service {service!r}")
+            )
             return
         await stream.send_message(self._response(status=status))
 

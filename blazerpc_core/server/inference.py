@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import grpclib.const
@@ -25,7 +25,7 @@ from blazerpc_core.registry import Streaming
 from blazerpc_core.runtime.policy import Runner
 from blazerpc_core.schema.builder import MethodSchema
 from blazerpc_core.server.gate import Gate
-from blazerpc_core.server.status import ErrorMapper, cut_short_status
+from blazerpc_core.server.status import ErrorMapper, cap_message, cut_short_status, public_text
 from blazerpc_core.server.streaming import StreamingCalls
 
 log = logging.getLogger("blazerpc.server")
@@ -70,7 +70,7 @@ class MethodHandler:
         middleware: Sequence[Middleware],
         gate: Gate,
         errors: ErrorMapper,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.method = method
@@ -188,7 +188,7 @@ class MethodHandler:
             return method.response_type(**method.outputs.encode(method.result_values(result)))
         except Exception as exc:
             # A bad output is the model's fault, never the client's: always INTERNAL.
-            reason = exc.message if isinstance(exc, BlazeError) else f"{type(exc).__name__}: {exc}"
+            reason = exc.message if isinstance(exc, BlazeError) else f"{type(exc).__name__}: {public_text(exc)}"
             raise BlazeError(
                 f"model {self._label} returned a value that does not fit its declared output: {reason}"
             ) from exc
@@ -202,9 +202,13 @@ class MethodHandler:
         elif isinstance(exc, Exception):
             status, message = self._errors.map(exc, self._label)
             if status is Status.INTERNAL:
-                log.error("model %s failed", self._label, exc_info=exc)
+                log.error("model %s failed", self._label, exc_info=exc, extra={"blazerpc": {
+                    "method": ctx.path, "model": ctx.model.name, "version": ctx.model.version,
+                    "request_id": ctx.state.get("request_id"),
+                }})
         else:
             raise exc
+        message = cap_message(message)
         ctx.finish(status.name, message)
         try:
             await stream.send_trailing_metadata(

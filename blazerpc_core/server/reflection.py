@@ -17,6 +17,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpclib.const import Status
 from grpclib.server import Stream
 
+from blazerpc_core.server.status import cap_message
 from blazerpc_core.server.system_protos import REFLECTION_SERVICES
 
 
@@ -33,7 +34,7 @@ class ReflectionService:
             pool.FindMessageTypeByName(f"{package}.ServerReflectionResponse"))
         self._service_names = list(service_names)
 
-    def _find(self, how: str, name: str) -> FileDescriptor | None:
+    def _find(self, how: str, name: str) -> Any:
         for pool in self._pools:
             try:
                 return getattr(pool, how)(name)  # type: ignore[no-any-return,unused-ignore]
@@ -63,14 +64,21 @@ class ReflectionService:
         if kind == "file_by_filename":
             file = self._find("FindFileByName", request.file_by_filename)
         elif kind == "file_containing_symbol":
-            file = self._find("FindFileContainingSymbol", request.file_containing_symbol)
+            symbol = request.file_containing_symbol
+            file = self._find("FindFileContainingSymbol", symbol)
+            if file is None and "." in symbol:
+                # A method (``pkg.Service.Method``): protobuf's pools only index its service.
+                service, _, method = symbol.rpartition(".")
+                found = self._find("FindServiceByName", service)
+                if found is not None and method in found.methods_by_name:
+                    file = found.file
         elif kind in ("file_containing_extension", "all_extension_numbers_of_type"):
             # Our schemas declare no extensions.
             return _error(Status.NOT_FOUND, "no extensions are declared")
         else:
             return _error(Status.INVALID_ARGUMENT, "empty reflection request")
         if file is None:
-            return _error(Status.NOT_FOUND, f"{kind} {getattr(request, kind)!r} not found")
+            return _error(Status.NOT_FOUND, cap_message(f"{kind} {getattr(request, kind)!r} not found"))
         return {"file_descriptor_response": {"file_descriptor_proto": self._files(file)}}
 
     async def info(self, stream: Stream[Any, Any]) -> None:

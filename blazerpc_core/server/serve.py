@@ -19,9 +19,10 @@ import grpclib.server
 import pluggy
 from grpclib.protocol import H2Protocol
 
-from blazerpc_core.errors import RegistrationError
+from blazerpc_core.errors import RegistrationError, StartupError
 from blazerpc_core.registry import ModelRegistry
-from blazerpc_core.runtime.executor import Invoker, make_pool
+from blazerpc_core.runtime.executor import Invoker, default_model_concurrency, make_pool
+from blazerpc_core.runtime.plan import model_label
 from blazerpc_core.schema.builder import SERVICE_FULL_NAME, build_schema
 from blazerpc_core.server import health as health_status
 from blazerpc_core.server.context import ServerContext
@@ -34,6 +35,8 @@ from blazerpc_core.server.system_protos import HEALTH_SERVICE, health_file, refl
 from blazerpc_core.settings import ServeSettings
 
 log = logging.getLogger("blazerpc.server")
+#: Seconds cancelled handlers get to unwind once the grace period is over.
+CLOSE_TIMEOUT = 2.0
 
 
 class _Server(grpclib.server.Server):
@@ -77,17 +80,21 @@ class BlazeServer:
         schema = build_schema(registry, plugin_manager)
         self.context = ServerContext(
             settings=settings, registry=registry, schema=schema, plugin_manager=plugin_manager,
-            pool=make_pool(settings.max_workers), errors=ErrorMapper(hide_details=settings.hide_error_details),
+            pool=make_pool(settings.max_workers), errors=ErrorMapper(
+                hide_details=settings.hide_error_details, full_details=settings.full_error_details
+            ),
         )
         self.gate = Gate()
         middleware = [m for batch in hook.blazerpc_middleware(settings=settings)[::-1] if batch for m in batch]
         self.context.middleware = middleware
+        pool = self.context.pool
+        concurrency = settings.max_model_threads or default_model_concurrency(pool.max_threads)
         for method in schema.methods:
             spec = method.spec
             policy = hook.blazerpc_batching_policy(spec=spec, settings=settings)
             invoker = Invoker(
-                spec.func, is_async=spec.is_async, pool=self.context.pool,
-                inline_budget=settings.inline_budget_us / 1e6,
+                spec.func, is_async=spec.is_async, pool=pool, inline_budget=settings.inline_budget_us / 1e6,
+                max_concurrency=concurrency, label=model_label(spec),
             )
             self.context.handlers.append(
                 MethodHandler(
@@ -121,16 +128,22 @@ class BlazeServer:
         for listener in self.context.request_listeners:
             grpclib.events.listen(self._server, grpclib.events.RecvRequest, listener)
         # Bind first: while models warm up, health answers NOT_SERVING and calls UNAVAILABLE.
-        await self._server.start(
-            settings.host, settings.port, ssl=_ssl_context(settings),
-            reuse_port=settings.workers > 1 or None,
-        )
+        try:
+            await self._server.start(
+                settings.host, settings.port, ssl=_ssl_context(settings),
+                reuse_port=settings.workers > 1 or None,
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
         bound: Any = self._server._server  # grpclib keeps its asyncio server private
         sockets = bound.sockets if bound is not None else ()
         self.context.port = sockets[0].getsockname()[1] if sockets else settings.port
         for handler in self.context.handlers:
             await handler.runner.start()
-        await _call_all(self.plugin_manager.hook.blazerpc_startup(context=self.context))
+        try:
+            await _call_all(self.plugin_manager.hook.blazerpc_startup(context=self.context))
+        except OSError as exc:
+            raise StartupError(f"a startup hook failed: {exc}") from exc
         self.gate.open = True
         self.health.set_all(health_status.SERVING)
 
@@ -153,7 +166,13 @@ class BlazeServer:
         if self._server is not None:
             self._server.close()
             self._server.goaway()
-            await self._server.wait_closed()
+            # Handlers were cancelled; one stuck in model code that never returns must not
+            # hold the stop past its bound.
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("%d model call(s) did not return after the grace period; leaving them behind",
+                            self.context.pool.busy)
         await _call_all(self.plugin_manager.hook.blazerpc_shutdown(context=self.context))
         self.context.pool.shutdown(wait=False, cancel_futures=True)
 

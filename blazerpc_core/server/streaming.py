@@ -25,7 +25,7 @@ import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Status
@@ -52,7 +52,7 @@ _PREFIX = struct.Struct(">?I")
 class StreamingCalls:
     """The grpclib handler and the middleware terminal for one streaming rpc."""
 
-    def __init__(self, handler: MethodHandler, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, handler: MethodHandler, pool: Executor) -> None:
         self._h = handler
         self._pool = pool
         self._spec = handler.method.spec

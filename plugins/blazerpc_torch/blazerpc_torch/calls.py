@@ -24,12 +24,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from blazerpc_core import RegistrationError
-from blazerpc_core.runtime.executor import Invoker
 from blazerpc_torch.tensors import TorchTensorSpec
 
 if TYPE_CHECKING:
     from blazerpc_core.registry import ModelSpec
     from blazerpc_core.runtime.events import BatchEvents
+    from blazerpc_core.runtime.executor import Invoker
     from blazerpc_core.runtime.policy import BatchingPolicy, Runner
     from blazerpc_core.schema.builder import MethodSchema
 
@@ -111,5 +111,5 @@ class TorchPolicy:
 
     def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner:
         if not invoker.is_async:
-            invoker = Invoker(inference_call(invoker.func, self.device), is_async=False, pool=invoker.pool)
+            invoker = invoker.wrapped(func=inference_call(invoker.func, self.device))
         return self.inner.create_runner(method, invoker, events)
