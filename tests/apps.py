@@ -10,6 +10,8 @@ import numpy as np
 
 from blazerpc_core import BlazeApp, TensorInput, TensorOutput
 
+INT64_MAX = 2**63 - 1
+
 
 class Color(enum.Enum):
     RED = "red"
@@ -71,7 +73,7 @@ def varied_app() -> BlazeApp:
 
     @app.model("flip")
     def flip(x: np.ndarray) -> np.ndarray:
-        return np.flip(x, axis=0)
+        return np.flip(x, axis=0) if x.ndim else x  # a 0-d array has no axis to flip
 
     @app.model("classify")
     def classify(x: TensorInput[np.float32, "batch", 8]) -> TensorOutput[np.float32, "batch", 2]:
@@ -79,10 +81,10 @@ def varied_app() -> BlazeApp:
 
     @app.model("version-me", version=1)
     def v1(x: int) -> int:
-        return x + 1
+        return min(x + 1, INT64_MAX)  # saturating: total over int64, as the fuzz suite needs
 
     @app.model("version-me", version=2)
     def v2(x: int) -> int:
-        return x + 2
+        return min(x + 2, INT64_MAX)
 
     return app

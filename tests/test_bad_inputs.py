@@ -97,7 +97,7 @@ def test_undecodable_bytes_are_invalid_argument(client, payload):
     [
         ([1, 4], "float64", None, "dtype is float64, expected float32"),
         ([1, 4], "complex-ish", b"", "unknown dtype"),
-        ([1, 4], "object", b"", "cannot be sent as raw bytes"),
+        ([1, 4], "object", b"", "unknown dtype 'object'"),
         ([1, 4], "float32", b"\x00" * 15, "data has 15 bytes"),
         ([1, 4], "float32", b"\x00" * 17, "data has 17 bytes"),
         ([4], "float32", None, "rank 1"),

@@ -6,13 +6,23 @@ messages of every rpc, so presence and error rules are the same everywhere.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-from blazerpc_core.errors import InvalidArgument
+from blazerpc_core.errors import BlazeError, InvalidArgument
 from blazerpc_core.schema.fields import FieldMapping
 
-_MISSING = object()
+log = logging.getLogger("blazerpc.codec")
+
+#: The most characters of a converter's error kept in a status message. Converters
+#: (plugins' included) may quote what the client sent, and grpclib encodes the status
+#: on the event loop.
+MESSAGE_LIMIT = 400
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else f"{text[:MESSAGE_LIMIT]}… ({len(text)} chars)"
 
 
 class MessageCodec:
@@ -20,7 +30,8 @@ class MessageCodec:
 
     ``decode`` returns Python values in field order; an absent optional field is None, an
     absent required message field is ``default`` (or an INVALID_ARGUMENT error when there is
-    no default). ``encode`` returns constructor keyword arguments.
+    no default). Whatever a converter raises while decoding is the request's fault, so it
+    becomes INVALID_ARGUMENT naming the field. ``encode`` returns constructor keyword arguments.
     """
 
     def __init__(
@@ -60,7 +71,16 @@ class MessageCodec:
             try:
                 values.append(decode(raw))
             except InvalidArgument as exc:
-                raise InvalidArgument(f"{self._what} {name!r}: {exc.message}") from None
+                raise InvalidArgument(f"{self._what} {name!r}: {_capped(exc.message)}") from None
+            except BlazeError:
+                raise  # a converter's own status (a plugin's RESOURCE_EXHAUSTED, say) stands
+            except Exception as exc:
+                # A converter that chokes on what the client sent (numpy's ValueError on a
+                # reshape, a plugin's TypeError) is answering bad input, not failing.
+                log.debug("decoding %s %r failed", self._what, name, exc_info=True)
+                raise InvalidArgument(
+                    f"{self._what} {name!r} could not be decoded: {type(exc).__name__}: {_capped(_text(exc))}"
+                ) from exc
         return values
 
     def encode(self, values: Sequence[Any]) -> dict[str, Any]:
@@ -70,3 +90,10 @@ class MessageCodec:
                 continue
             kwargs[name] = value if encode is None else encode(value)
         return kwargs
+
+
+def _text(exc: Exception) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose message cannot be built says enough by its type
+        return ""

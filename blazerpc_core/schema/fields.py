@@ -51,8 +51,8 @@ class FieldMapping:
 
     ``decode`` turns the attribute read from a message into the Python value the model
     receives; ``encode`` turns a Python value into what the message constructor accepts.
-    Either may raise :class:`~blazerpc_core.errors.InvalidArgument` (on decode) or any
-    error (on encode, reported as INTERNAL: the model returned a bad value).
+    Any error raised on decode is answered INVALID_ARGUMENT naming the field (the client
+    sent it); any error on encode is INTERNAL (the model returned a bad value).
     """
 
     type: int

@@ -1,8 +1,10 @@
 """Tensors on the wire: ``TensorProto``, ``TensorInput``/``TensorOutput`` and numpy arrays.
 
 ``TensorProto { repeated int64 shape = 1; string dtype = 2; bytes data = 3; }`` carries
-C-order little-endian bytes. Decoding is zero-copy (``numpy.frombuffer``) after checking
-dtype, rank, fixed dimensions and that the byte count matches the shape. Framework
+C-order little-endian bytes of one of the :data:`WIRE_DTYPES`. Decoding is zero-copy
+(``numpy.frombuffer``) after checking dtype, rank (at most :data:`MAX_RANK`), fixed
+dimensions and that the byte count matches the shape. Everything here reads client input,
+so errors quote it only through :func:`~blazerpc_core.errors.client_text`. Framework
 plugins read their own annotations with :func:`split_annotation` and :func:`parse_dims`
 into a :class:`FrameworkTensorSpec` subclass, and reuse :func:`tensor_mapping` with their
 own converters.
@@ -10,21 +12,37 @@ own converters.
 
 from __future__ import annotations
 
-import functools
-import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from blazerpc_core.errors import InvalidArgument, RegistrationError
+from blazerpc_core.errors import InvalidArgument, RegistrationError, client_text
 from blazerpc_core.hookspecs import hookimpl
 from blazerpc_core.schema.fields import BatchAxis, Converter, FieldMapping, T, TypeContext
 
 TENSOR_MESSAGE = "TensorProto"
 Dim = int | None  # None: any size
 BATCH = "batch"
+
+#: The dtype names a ``TensorProto`` may carry, and the only ones a decoder accepts. An
+#: allow-list rather than ``numpy.dtype(name)``: numpy also parses byte-order prefixes
+#: (``">f4"`` would be misread, the data being little-endian by contract), aliases,
+#: structured and sub-array specs, and raises ValueError or SyntaxError on others.
+WIRE_DTYPES: tuple[str, ...] = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "complex64", "complex128",
+)
+_WIRE: dict[str, np.dtype[Any]] = {name: np.dtype(name).newbyteorder("<") for name in WIRE_DTYPES}
+
+#: The most dimensions a tensor may have (numpy's own limit). Checked before a client's
+#: shape is looked at further, so a 100 000-dimension shape costs nothing to refuse.
+MAX_RANK = 64
+
+#: The largest byte count an array can address; bounds the shape of an empty tensor too.
+_ADDRESSABLE = sys.maxsize
 
 
 def split_annotation(args: Any, *, what: str, example: str) -> tuple[Any, tuple[Any, ...]]:
@@ -115,7 +133,9 @@ def _spec_from_args(args: Any, *, output: bool) -> TensorSpec:
         dtype = np.dtype(first)
     except TypeError as exc:
         raise RegistrationError(f"{first!r} is not a numpy dtype") from exc
-    return TensorSpec(dtype, *parse_dims(dims), output=output)
+    if dtype.name not in _WIRE:
+        raise RegistrationError(f"dtype {dtype} cannot travel in a TensorProto (use one of {', '.join(WIRE_DTYPES)})")
+    return TensorSpec(_WIRE[dtype.name], *parse_dims(dims), output=output)
 
 
 class TensorInput:
@@ -143,16 +163,13 @@ class TensorOutput:
 # --- wire conversion ------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
 def wire_dtype(name: str) -> np.dtype[Any]:
-    """The little-endian numpy dtype for a dtype name sent on the wire (cached: per-request path)."""
-    try:
-        dtype = np.dtype(name)
-    except TypeError:
-        raise InvalidArgument(f"unknown dtype {name!r}") from None
-    if dtype.hasobject or dtype.kind in "OUSVMm":
-        raise InvalidArgument(f"dtype {name!r} cannot be sent as raw bytes")
-    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    """The little-endian numpy dtype for a dtype name sent on the wire; only :data:`WIRE_DTYPES`."""
+    dtype = _WIRE.get(name)
+    if dtype is None:
+        hint = " (data is always little-endian: send the plain name)" if name.startswith(("<", ">", "=", "|")) else ""
+        raise InvalidArgument(f"unknown dtype {client_text(name)}{hint}; use one of {', '.join(WIRE_DTYPES)}")
+    return dtype
 
 
 def check_shape(shape: Sequence[int], spec: TensorSpec, *, what: str = "tensor") -> None:
@@ -161,14 +178,14 @@ def check_shape(shape: Sequence[int], spec: TensorSpec, *, what: str = "tensor")
         return
     if len(shape) != len(spec.shape):
         raise InvalidArgument(
-            f"{what} has rank {len(shape)} (shape {list(shape)}), expected rank "
+            f"{what} has rank {len(shape)} (shape {client_text(shape)}), expected rank "
             f"{len(spec.shape)} ({spec.describe()})"
         )
     for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if want is not None and got != want:
             raise InvalidArgument(
                 f"{what} dimension {axis} is {got}, expected {want} ({spec.describe()}); "
-                f"got shape {list(shape)}"
+                f"got shape {client_text(shape)}"
             )
 
 
@@ -176,17 +193,53 @@ def checked_payload(message: Any, spec: TensorSpec, dtype_name: str, itemsize: i
     """A ``TensorProto``'s shape and bytes, once the shape fits ``spec`` and the byte count the shape.
 
     Shared by every decoder (numpy here, framework tensors in plugins) after it has
-    resolved the dtype; raises :class:`InvalidArgument` naming what is wrong.
+    resolved the dtype to ``dtype_name``, which the message must spell exactly: decoders
+    that resolve names with numpy would otherwise take aliases and byte-order prefixes
+    (``">f4"``, read as little-endian). Raises :class:`InvalidArgument` naming what is
+    wrong. The shape comes from the client, so its rank is bounded before it is copied,
+    and the byte count it implies is multiplied out only until it passes what was received.
     """
+    if message.dtype != dtype_name:
+        raise InvalidArgument(f"dtype {client_text(message.dtype)} is not a wire dtype name; send {dtype_name!r}")
+    rank = len(message.shape)
+    if rank > MAX_RANK:
+        raise InvalidArgument(f"shape {client_text(message.shape)} has rank {rank}, over the limit of {MAX_RANK}")
     shape = list(message.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(f"negative dimension in shape {shape}")
+    for axis, dim in enumerate(shape):
+        if dim < 0:
+            raise InvalidArgument(f"negative dimension {dim} at axis {axis} in shape {client_text(shape)}")
     check_shape(shape, spec)
     data = message.data
-    expected = math.prod(shape) * itemsize
-    if len(data) != expected:
-        raise InvalidArgument(f"data has {len(data)} bytes, but shape {shape} of {dtype_name} needs {expected}")
+    received = len(data)
+    if 0 in shape:
+        # No bytes needed, but numpy still refuses an empty array whose other dimensions
+        # could not be addressed.
+        if _byte_count(shape, itemsize, _ADDRESSABLE) is None:
+            raise InvalidArgument(f"shape {client_text(shape)} of {dtype_name} is too large, even for an empty array")
+        needed: int | None = 0
+    else:
+        needed = _byte_count(shape, itemsize, received)
+    if needed != received:
+        amount = f"more than {received}" if needed is None else str(needed)
+        raise InvalidArgument(
+            f"data has {received} bytes, but shape {client_text(shape)} of {dtype_name} needs {amount}"
+        )
     return shape, data
+
+
+def _byte_count(shape: Sequence[int], itemsize: int, limit: int) -> int | None:
+    """``itemsize`` times the non-zero dimensions, or None as soon as that passes ``limit``.
+
+    Stopping early keeps the numbers small: multiplying out 64 dimensions of 2**62 would
+    otherwise build a 4 000-digit integer for a request that cannot be satisfied anyway.
+    """
+    count = itemsize
+    for dim in shape:
+        if dim:
+            count *= dim
+            if count > limit:
+                return None
+    return count
 
 
 def array_from_wire(message: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
@@ -205,6 +258,9 @@ def array_to_wire(array: Any, spec: TensorSpec | None = None) -> dict[str, Any]:
     arr = np.asarray(array)
     if spec is not None and spec.dtype is not None and arr.dtype != spec.dtype:
         arr = arr.astype(spec.dtype)
+    if arr.dtype.name not in _WIRE:
+        # A client could not read it back (strings, objects, datetimes, float128...).
+        raise TypeError(f"a tensor of dtype {arr.dtype} cannot travel in a TensorProto")
     if spec is not None:
         check_shape(arr.shape, spec, what="returned tensor")
     if arr.dtype.byteorder == ">":

@@ -6,10 +6,13 @@ Off unless tokens are configured. Tokens never come from the command line in cle
   ``TOKEN``, ``NAME TOKEN`` or ``NAME TOKEN MODEL[,MODEL...]``; ``#`` starts a comment;
 * ``BLAZERPC_AUTH_TOKENS``: comma-separated bare tokens (every model allowed).
 
-A client sends ``authorization: Bearer <token>`` or ``x-api-key: <token>``. Missing or
-unknown tokens get UNAUTHENTICATED; a known token outside its allow list gets
-PERMISSION_DENIED. Presented tokens are hashed and compared with every configured hash
-in constant time, so neither the position nor the length of a match leaks.
+A client sends ``authorization: Bearer <token>`` or ``x-api-key: <token>``; either value
+is stripped of surrounding spaces and tabs, and one that is then empty or holds anything
+but visible ASCII (a CR/LF, a NUL, another control character) is refused as invalid
+credentials rather than cleaned up. Missing or unknown tokens get UNAUTHENTICATED; a
+known token outside its allow list gets PERMISSION_DENIED. Presented tokens are hashed and
+compared with every configured hash in constant time, so neither the position nor the
+length of a match leaks.
 
 Health and reflection are separate services, so this middleware (which wraps inference
 calls only) never sees them: load balancers and ``grpcurl`` keep working without a
@@ -23,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -54,6 +58,12 @@ STATE_KEY = "principal"
 MISSING = "missing credentials: send 'authorization: Bearer <token>' or 'x-api-key: <token>'"
 INVALID = "invalid credentials"
 _SHORT = 16
+#: What a presented token may consist of: visible ASCII, no spaces (configured tokens are
+#: whitespace-separated words, so nothing a client could match is lost).
+_TOKEN = re.compile(r"[!-~]+")
+#: What an ``authorization`` header may hold at all: visible ASCII, spaces and tabs.
+_HEADER = re.compile(r"[\t -~]*")
+_OWS = " \t"
 
 
 @dataclass(frozen=True)
@@ -127,14 +137,26 @@ def load_credentials(settings: ServeSettings) -> list[Credential]:
 
 
 def presented_token(metadata: Any) -> str | None:
-    """The token a call carries, from ``authorization: Bearer`` or ``x-api-key``."""
+    """The token a call carries, from ``authorization: Bearer`` or ``x-api-key``; None if neither.
+
+    Both headers get the same treatment: surrounding spaces and tabs are stripped, and a
+    value that is then empty or not visible ASCII comes back as ``""``, which no credential
+    matches. Stripping CR/LF instead would let ``"<token>\\r\\n..."`` through.
+    """
     header = metadata.get("authorization")
     if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return str(token.strip())
+        if not _HEADER.fullmatch(header):
+            return ""
+        scheme, _, token = header.strip(_OWS).partition(" ")
+        if scheme.lower() == "bearer":
+            return _usable(token)
     key = metadata.get("x-api-key")
-    return None if not key else str(key)
+    return None if key is None else _usable(key)
+
+
+def _usable(value: Any) -> str:
+    token = str(value).strip(_OWS)
+    return token if _TOKEN.fullmatch(token) else ""
 
 
 class TokenChecker:
@@ -144,6 +166,8 @@ class TokenChecker:
         self.credentials = tuple(credentials)
 
     def identify(self, token: str) -> Credential | None:
+        if not token:
+            return None  # malformed or empty: see presented_token
         presented = _digest(token)
         found = None
         # No early exit: every call costs the same whichever credential matches.
