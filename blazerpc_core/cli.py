@@ -300,6 +300,11 @@ def make_cli() -> click.Group:
             hooks = "disabled" if row.disabled else ", ".join(h.removeprefix("blazerpc_") for h in row.hooks)
             click.echo(f"{row.name:<24}{row.source:<40}{hooks}")
 
+    from blazerpc_core.client.cli import client_commands  # `blazerpc call` and `blazerpc health`
+
+    for command in client_commands():
+        cli.add_command(command)
+
     return cli
 
 

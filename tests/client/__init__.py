@@ -1,0 +1,1 @@
+"""Tests of blazerpc_core.client against real servers."""
