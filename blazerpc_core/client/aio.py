@@ -11,16 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -44,78 +35,13 @@ from blazerpc_core.client.protocols import STATUS_NAMES
 from blazerpc_core.client.retry import RetryBudget, RetryPolicy
 from blazerpc_core.client.retry import retryable as retryable_status
 from blazerpc_core.client.schema import Method, ModelInfo, Schema, fetch_files
+from blazerpc_core.client.streams import Requests, SourceError, as_async_iterator, discard, receive, send_all
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 DEFAULT_TIMEOUT = 30.0
-#: Bytes of a client stream kept for a replay until the first reply; a longer stream is not retried.
-REPLAY_LIMIT = 4 * 1024 * 1024
 #: A model name the schema lacks triggers a fresh discovery at most this often (it may have been loaded since).
 REFRESH_INTERVAL = 1.0
-
-
-class _SourceError(Exception):
-    """Wraps what the caller's request iterator (or the encoding of one of its items) raised."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-class _Requests:
-    """The messages of one client stream, kept until a reply arrives so a failed attempt can be replayed."""
-
-    def __init__(self, source: AsyncIterator[Any], build: Callable[[Any], Any]) -> None:
-        self._source = source
-        self._build = build
-        self._kept: list[Any] | None = []
-        self._kept_bytes = 0
-        self._exhausted = False
-
-    @property
-    def replayable(self) -> bool:
-        return self._kept is not None
-
-    def settle(self) -> None:
-        """A reply arrived: the call will not be retried, so nothing needs keeping."""
-        self._kept = None
-
-    async def messages(self) -> AsyncIterator[Any]:
-        for message in list(self._kept or ()):
-            yield message
-        while not self._exhausted:
-            try:
-                item = await self._source.__anext__()
-            except StopAsyncIteration:
-                self._exhausted = True
-                return
-            except Exception as exc:
-                raise _SourceError(exc) from exc
-            try:
-                message = self._build(item)
-            except (TypeError, ValueError) as exc:
-                raise _SourceError(exc) from exc
-            if self._kept is not None:
-                self._kept_bytes += message.ByteSize()
-                if self._kept_bytes > REPLAY_LIMIT:
-                    self._kept = None
-                else:
-                    self._kept.append(message)
-            yield message
-
-
-async def _iterate(items: Iterable[Any]) -> AsyncIterator[Any]:
-    for item in items:
-        yield item
-
-
-def as_async_iterator(value: Any) -> AsyncIterator[Any]:
-    """A client stream's items: any async iterable, or any iterable except str, bytes and dicts."""
-    if isinstance(value, AsyncIterable):
-        return value.__aiter__()
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise TypeError(f"a streamed input takes an iterable of items, not {type(value).__name__}")
-    return _iterate(value)
 
 
 class AsyncClient:
@@ -232,7 +158,7 @@ class AsyncClient:
                     return await fetch_files(endpoint.channel, metadata=self._metadata, deadline=dl,
                                              address=endpoint.address)
 
-                self._schema = Schema(await self._unary(fetch, deadline, "server reflection"))
+                self._schema = Schema(await self._unary(fetch, deadline))
                 self._refreshed_at = time.monotonic()
         return self._schema
 
@@ -240,12 +166,12 @@ class AsyncClient:
         """Every rpc of the inference service: model name, version, rpc, streaming shape, inputs, outputs."""
         return (await self.schema(refresh=refresh)).models()
 
-    async def method(self, model: str, version: str | int | None = None) -> Method:
+    async def method(self, model: str, version: str | int | None = None, *, timeout: float | None = None) -> Method:
         """The rpc serving ``model`` (at ``version``); CallError NOT_FOUND when the server has none."""
-        schema = await self.schema()
+        schema = await self.schema(timeout=timeout)
         found = schema.find(model, version)
         if found is None and time.monotonic() - self._refreshed_at >= REFRESH_INTERVAL:
-            schema = await self.schema(refresh=True)
+            schema = await self.schema(refresh=True, timeout=timeout)
             found = schema.find(model, version)
         if found is None:
             raise CallError(Status.NOT_FOUND, schema.describe_missing(model, version))
@@ -271,7 +197,7 @@ class AsyncClient:
         streamed input as any iterable or async iterable of items.
         """
         deadline = self._deadline(timeout)
-        method = await self.method(model, version)
+        method = await self.method(model, version, timeout=timeout)
         if method.server_streaming:
             raise TypeError(f"model {model!r} streams its results ({method.info.shape}); use stream()")
         values = merge_inputs(inputs, kwargs)
@@ -288,9 +214,12 @@ class AsyncClient:
                         reply = await stream.recv_message()
                 except GRPCError as exc:
                     raise _server_error(exc, stream.trailing_metadata, endpoint.address) from None
+                if reply is None:
+                    raise CallError(Status.INTERNAL, "the server ended the call with OK but no reply",
+                                    address=endpoint.address)
                 return reply
 
-            return _result(method, await self._unary(attempt, deadline, method.info.rpc))
+            return _result(method, await self._unary(attempt, deadline))
         last = None
         async with contextlib.aclosing(self._streaming(method, values, deadline, headers)) as replies:
             async for reply in replies:
@@ -315,7 +244,7 @@ class AsyncClient:
         The deadline covers the whole stream. Leaving the loop early cancels the call.
         """
         deadline = self._deadline(timeout)
-        method = await self.method(model, version)
+        method = await self.method(model, version, timeout=timeout)
         if not method.server_streaming:
             raise TypeError(f"model {model!r} answers once ({method.info.shape}); use call()")
         values = merge_inputs(inputs, kwargs)
@@ -376,7 +305,7 @@ class AsyncClient:
             return self._metadata
         return (*self._metadata, *((k.lower(), v) for k, v in metadata.items()))
 
-    async def _unary(self, attempt: Callable[[Endpoint, Deadline], Awaitable[T]], deadline: float, what: str) -> T:
+    async def _unary(self, attempt: Callable[[Endpoint, Deadline], Awaitable[T]], deadline: float) -> T:
         """Run ``attempt`` on a picked address, again on another after a retryable failure."""
         self._start()
         self._budget.call_started()
@@ -404,7 +333,7 @@ class AsyncClient:
     ) -> AsyncGenerator[Any, None]:
         """Replies of a streaming call; retried only while nothing has been received."""
         self._start()
-        requests: _Requests | None = None
+        requests: Requests | None = None
         request = None
         if method.client_streaming:
             field = method.stream_field
@@ -413,7 +342,7 @@ class AsyncClient:
                                 "fields; this client needs exactly one")
             _check_inputs(method, values)
             codec = method.request
-            requests = _Requests(
+            requests = Requests(
                 as_async_iterator(values[field]),
                 lambda item: codec.build(codec.encode_values({field: item}, what=method.info.rpc), what="request"),
             )
@@ -434,11 +363,11 @@ class AsyncClient:
                 async with stream:
                     if requests is not None:
                         await stream.send_request()  # headers first: replies are read while items go out
-                        sender = asyncio.ensure_future(_send_all(stream, requests))
+                        sender = asyncio.ensure_future(send_all(stream, requests))
                     else:
                         await stream.send_message(request, end=True)
                     while True:
-                        reply = await _receive(stream, sender)
+                        reply = await receive(stream, sender)
                         if reply is None:
                             break
                         if not received:
@@ -448,7 +377,7 @@ class AsyncClient:
                         yield reply
                 endpoint.succeeded()
                 return
-            except _SourceError as exc:
+            except SourceError as exc:
                 raise exc.error from None
             except GRPCError as exc:
                 error: CallError = _server_error(exc, stream.trailing_metadata, endpoint.address)
@@ -462,7 +391,7 @@ class AsyncClient:
             finally:
                 endpoint.inflight -= 1
                 if sender is not None:
-                    _discard(sender)
+                    discard(sender)
             if received or (requests is not None and not requests.replayable):
                 raise error
             tried.append(endpoint)
@@ -571,37 +500,3 @@ def _server_error(exc: GRPCError, trailers: Any, address: str) -> CallError:
     pairs = {str(k): str(v) for k, v in (trailers or {}).items() if isinstance(v, str)}
     return CallError(exc.status, exc.message or "", address=address, request_id=pairs.get(REQUEST_ID),
                      trailers=pairs)
-
-
-def _discard(task: asyncio.Future[None]) -> None:
-    """Stop a sender that is no longer needed; its failure, if any, was accounted for by the call."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled():
-        task.exception()
-
-
-async def _send_all(stream: Any, requests: _Requests) -> None:
-    async for message in requests.messages():
-        await stream.send_message(message)
-    await stream.end()
-
-
-async def _receive(stream: Any, sender: asyncio.Future[None] | None) -> Any:
-    """The next reply; while ``sender`` runs, also watch it, so a failing request iterator ends the call."""
-    if sender is None or (sender.done() and not sender.cancelled() and sender.exception() is None):
-        return await stream.recv_message()
-    receive = asyncio.ensure_future(stream.recv_message())
-    try:
-        await asyncio.wait((receive, sender), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        receive.cancel()
-        raise
-    if not receive.done():
-        error = None if sender.cancelled() else sender.exception()
-        if isinstance(error, _SourceError):
-            receive.cancel()
-            raise error
-        # Sending finished, or failed because the stream did: the reply (or status) says how the call ended.
-        return await receive
-    return receive.result()

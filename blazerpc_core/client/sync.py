@@ -42,13 +42,17 @@ class _PulledInThread:
         return item
 
 
-def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+def _stop(
+    loop: asyncio.AbstractEventLoop, thread: threading.Thread, executor: concurrent.futures.ThreadPoolExecutor
+) -> None:
     if loop.is_running():
         loop.call_soon_threadsafe(loop.stop)
     if thread is not threading.current_thread():
         thread.join(10)
     if not loop.is_running() and not loop.is_closed():
         loop.close()
+    # A request iterator still blocked in a worker thread must not hold up the interpreter's exit.
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 class Client:
@@ -62,10 +66,13 @@ class Client:
     def __init__(self, addresses: str | Sequence[str], **options: Any) -> None:
         self._async = AsyncClient(addresses, **options)
         self._loop = asyncio.new_event_loop()
+        # Request iterators are pulled in these threads; each blocking bidirectional caller holds one.
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="blazerpc-client-requests")
+        self._loop.set_default_executor(executor)
         self._thread = threading.Thread(target=self._loop.run_forever, name="blazerpc-client", daemon=True)
         self._thread.start()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _stop, self._loop, self._thread)
+        self._finalizer = weakref.finalize(self, _stop, self._loop, self._thread, executor)
 
     @property
     def addresses(self) -> list[str]:
