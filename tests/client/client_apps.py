@@ -12,9 +12,13 @@ from typing import Any
 import numpy as np
 
 from blazerpc_core import BlazeApp, InvalidArgument, TensorInput, TensorOutput, hookimpl
+from blazerpc_core.client import RetryPolicy
 from blazerpc_core.testing import RunningServer, free_port, start_server
 
 TIMEOUT = 10.0
+#: A retry policy whose first retry waits 3 s: a call that fails sooner than that was not retried.
+SLOW_RETRY = RetryPolicy(initial_backoff=3.0, max_backoff=3.0)
+NOT_RETRIED = 2.5
 
 
 @dataclass

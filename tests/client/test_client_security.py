@@ -12,7 +12,7 @@ import pytest
 from grpclib.const import Status
 
 from blazerpc_core.client import CallError, Client, RetryPolicy
-from tests.client.client_apps import TIMEOUT, streaming_app
+from tests.client.client_apps import NOT_RETRIED, SLOW_RETRY, TIMEOUT, streaming_app
 from tests.test_tls import Pki, issue, make_ca
 
 TOKEN = "client-test-token-0123456789"
@@ -49,12 +49,12 @@ def test_tls_with_a_ca_file_or_an_ssl_context(blazerpc_serve: Any, pki: Pki) -> 
 
 def test_an_untrusted_server_fails_at_once_without_retries(blazerpc_serve: Any, pki: Pki) -> None:
     server = blazerpc_serve(streaming_app(), tls_cert=pki.files["server.pem"], tls_key=pki.files["server.key"])
-    with Client(server.address, timeout=TIMEOUT, ca_file=pki.files["stranger.pem"]) as client:
+    with Client(server.address, timeout=TIMEOUT, ca_file=pki.files["stranger.pem"], retry=SLOW_RETRY) as client:
         started = time.monotonic()
         with pytest.raises(CallError) as info:
             client.call("whoami", x=1)
         assert info.value.status is Status.UNAVAILABLE and "TLS" in info.value.message
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < NOT_RETRIED
     with Client(server.address, timeout=2, retry=RetryPolicy(max_attempts=1)) as plaintext:
         with pytest.raises(CallError) as info:
             plaintext.call("whoami", x=1)
@@ -91,12 +91,12 @@ def test_bearer_token_and_api_key(blazerpc_serve: Any, tokens_file: Path) -> Non
         assert list(client.stream("generate", prompt="p", n=1)) == ["p-0"]
     with Client(server.address, timeout=TIMEOUT, api_key=TOKEN) as client:
         assert client.call("whoami", x=1) == "server"
-    with Client(server.address, timeout=TIMEOUT) as client:
+    with Client(server.address, timeout=TIMEOUT, retry=SLOW_RETRY) as client:
         started = time.monotonic()
         with pytest.raises(CallError) as info:
             client.call("whoami", x=1)
         assert info.value.status is Status.UNAUTHENTICATED
-        assert time.monotonic() - started < 1.0  # not retried
+        assert time.monotonic() - started < NOT_RETRIED
     with Client(server.address, timeout=TIMEOUT, token="wrong-token-0123456789") as client:
         with pytest.raises(CallError) as info:
             client.call("whoami", x=1)
@@ -109,13 +109,15 @@ def test_bearer_token_and_api_key(blazerpc_serve: Any, tokens_file: Path) -> Non
 def test_message_size_limits(blazerpc_serve: Any) -> None:
     server = blazerpc_serve(streaming_app(), max_message_mb=1.0)
     big = 2 * 1024 * 1024
-    with Client(server.address, timeout=TIMEOUT) as client:
+    with Client(server.address, timeout=TIMEOUT, retry=SLOW_RETRY) as client:
         assert len(client.call("blob", size=big)) == big  # 64 MB by default, as the server's default
+        started = time.monotonic()
         with pytest.raises(CallError) as info:
             list(client.stream("generate", prompt="x" * big, n=1))
-        # The server refuses requests over its --max-message-mb.
+        # The server refuses requests over its --max-message-mb, and would again: not retried.
         assert info.value.status is Status.RESOURCE_EXHAUSTED and info.value.address == server.address
-    with Client(server.address, timeout=TIMEOUT, max_receive_mb=1.0, max_send_mb=0.5) as client:
+        assert time.monotonic() - started < NOT_RETRIED
+    with Client(server.address, timeout=TIMEOUT, max_receive_mb=1.0, max_send_mb=0.5, retry=SLOW_RETRY) as client:
         started = time.monotonic()
         with pytest.raises(CallError) as info:
             client.call("blob", size=big)
@@ -123,5 +125,5 @@ def test_message_size_limits(blazerpc_serve: Any) -> None:
         with pytest.raises(CallError) as info:
             list(client.stream("generate", prompt="x" * big, n=1))
         assert info.value.status is Status.RESOURCE_EXHAUSTED and "max_send_mb" in info.value.message
-        assert time.monotonic() - started < 1.0  # client-side limits are final, not retried
+        assert time.monotonic() - started < 2 * NOT_RETRIED  # client-side limits are final, not retried
         assert client.call("blob", size=10) == b"x" * 10
