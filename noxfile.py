@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "torch", "tf", "onnx"]
+nox.options.sessions = ["lint", "typecheck", "tests", "torch", "tf", "onnx", "otel"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
@@ -32,8 +32,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core's tests (with OpenTelemetry for the tracing plugin); no ML framework is installed here."""
-    session.install("-q", "-e", ".[test,tracing]")
+    """The core's tests; no ML framework and no optional plugin is installed here."""
+    session.install("-q", "-e", ".[test]")
     session.run(*PYTEST, "tests", *session.posargs)
 
 
@@ -59,6 +59,13 @@ def tf(session: nox.Session) -> None:
 def onnx(session: nox.Session) -> None:
     """blazerpc-onnx with onnxruntime (and onnx to build test graphs)."""
     _plugin_session(session, "onnx", "onnxruntime", "onnx")
+
+
+@nox.session
+def otel(session: nox.Session) -> None:
+    """blazerpc-otel (OpenTelemetry tracing), a middleware plugin installed on its own."""
+    session.install("-q", "-e", ".[test]", "-e", "plugins/blazerpc_otel[test]")
+    session.run(*PYTEST, "plugins/blazerpc_otel/tests", *session.posargs)
 
 
 @nox.session

@@ -10,10 +10,13 @@
     def add(a: float, b: float) -> float:
         return a + b
 
-Then ``blazerpc serve app.py``.
+Then ``blazerpc serve app.py``, or from Python ``blazerpc_core.run(app, port=50051)``, or
+``async with build_server(app, ServeSettings(port=50051)):`` inside a program of your own.
 """
 
 from blazerpc_core.app import BlazeApp, model
+from blazerpc_core.build import build_server, run
+from blazerpc_core.call import CallContext, Middleware
 from blazerpc_core.errors import (
     BlazeError,
     Cancelled,
@@ -26,11 +29,10 @@ from blazerpc_core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.middleware import CallContext, Middleware
-from blazerpc_core.registry import ModelSpec
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.schema.tensors import TensorInput, TensorOutput
 from blazerpc_core.settings import ServeSettings
+from blazerpc_core.spec import ModelSpec
 
 __all__ = [
     "BlazeApp",
@@ -50,6 +52,8 @@ __all__ = [
     "TensorOutput",
     "Unauthenticated",
     "Unavailable",
+    "build_server",
     "hookimpl",
     "model",
+    "run",
 ]

@@ -19,21 +19,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from blazerpc_core.markers import hookspec
 
 if TYPE_CHECKING:
     import click
 
-    from blazerpc_core.middleware import Middleware
-    from blazerpc_core.registry import ModelSpec
+    from blazerpc_core.call import Middleware
+    from blazerpc_core.context import ServerContext
     from blazerpc_core.runtime.policy import BatchingPolicy
     from blazerpc_core.schema.fields import FieldMapping, TypeContext
-    from blazerpc_core.server.context import ServerContext
     from blazerpc_core.settings import ServeSettings
+    from blazerpc_core.spec import ModelSpec
 
-PROJECT = "blazerpc"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # --- registration -------------------------------------------------------------------
@@ -51,12 +48,14 @@ def blazerpc_register_models(register: Callable[[Any], None]) -> None:
 
 
 @hookspec(firstresult=True)
-def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[ModelSpec] | None:
-    """Turn a ``blazerpc serve`` TARGET into models, for target forms the core does not know.
+def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[Any] | None:
+    """Turn a TARGET (or a model-repository entry) into models, for target forms the core does not know.
 
-    Return the models the target names, or None when the target is not yours (a
+    Return the models the target names (specs, decorated functions or classes, or apps,
+    whose plugins are then loaded too), or None when the target is not yours (a
     ``module:attr`` or ``.py`` target is handled by the core's default). Called once
-    per TARGET on the command line. Stops at the first non-None result.
+    per TARGET on the command line, and again whenever a running server loads or
+    reloads that source. Stops at the first non-None result.
     """
 
 

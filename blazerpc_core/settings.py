@@ -2,44 +2,64 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+
+def _knob(help: str, default: str | None = None, *, flag: str | None = None, minimum: float | None = None) -> Any:
+    """A batching knob: unset (None) unless given; ``help``, ``default`` and ``flag`` feed the CLI and docs."""
+    return field(default=None, metadata={"help": help, "default": default, "flag": flag, "minimum": minimum})
 
 
 @dataclass
 class BatchSettings:
-    """Batching knobs; None means "not set here", so model > app > server precedence works."""
+    """Batching knobs, declared once here for the decorator, the app, the CLI and the docs.
 
-    batch: bool | None = None
-    max_batch_size: int | None = None
-    batch_timeout_ms: float | None = None
-    max_queue_size: int | None = None
-    max_concurrent_batches: int | None = None
-    max_latency_ms: float | None = None
-    policy: str | None = None
+    None means "not set here", so model > app > server precedence works. Each field's
+    metadata gives its help text, its default when nothing sets it, its command-line
+    flag (None: not a server option) and its smallest allowed value.
+    """
+
+    batch: bool | None = _knob("Batch this model (True), or never (False); default: when it opts in.")
+    max_batch_size: int | None = _knob("Rows per batch.", "32", flag="--max-batch-size", minimum=1)
+    batch_timeout_ms: float | None = _knob(
+        "Longest wait (ms) of the oldest queued request.", "5", flag="--batch-timeout-ms", minimum=0
+    )
+    max_queue_size: int | None = _knob("Queue bound (rows) per batched model.", "1024", flag="--max-queue-size",
+                                       minimum=1)
+    max_concurrent_batches: int | None = _knob(
+        "Batches of one model running at once.", "1", flag="--max-concurrent-batches", minimum=1
+    )
+    max_latency_ms: float | None = _knob(
+        "Latency target (ms) of the adaptive batching policy.", "100", flag="--max-latency-ms", minimum=1
+    )
+    policy: str | None = _knob(
+        "Batching policy: size-or-timeout, adaptive, or one a plugin adds.", "size-or-timeout",
+        flag="--batch-policy",
+    )
+
+    @classmethod
+    def from_knobs(cls, knobs: dict[str, Any], *, where: str) -> BatchSettings:
+        """Settings from decorator keyword arguments; an unknown name is a TypeError listing the knobs."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(knobs) - known)
+        if unknown:
+            raise TypeError(f"{where} got unknown keyword argument {unknown[0]!r}; batching knobs: "
+                            + ", ".join(sorted(known)))
+        return cls(**knobs)
 
     def opted_in(self) -> bool:
         """True when batching was asked for explicitly (``batch=True`` or any knob)."""
         if self.batch is not None:
             return self.batch
-        return any(
-            v is not None
-            for v in (
-                self.max_batch_size,
-                self.batch_timeout_ms,
-                self.max_queue_size,
-                self.max_concurrent_batches,
-                self.max_latency_ms,
-                self.policy,
-            )
-        )
+        return any(getattr(self, f.name) is not None for f in fields(self) if f.name != "batch")
 
     def merged_over(self, base: BatchSettings) -> BatchSettings:
         """These settings, with unset values taken from ``base``."""
         return BatchSettings(
             **{
-                name: mine if mine is not None else getattr(base, name)
-                for name, mine in vars(self).items()
+                f.name: mine if (mine := getattr(self, f.name)) is not None else getattr(base, f.name)
+                for f in fields(self)
             }
         )
 
@@ -71,6 +91,36 @@ class ServeSettings:
     #: ``--name``: the model (and rpc) name for a model-file TARGET a plugin loads; None: the file name.
     model_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Connection limits (blazerpc_core.server.wire; docs/security.md, "Connection limits").
+    #: Open connections at most; None: three quarters of the open-file limit, at most 10,000.
+    max_connections: int | None = None
+    #: Seconds from accept to a finished TLS handshake and HTTP/2 preface.
+    handshake_timeout: float = 10.0
+    #: Seconds without an open stream before a connection gets GOAWAY and is closed (0: never).
+    idle_timeout: float = 300.0
+    #: Seconds from a unary or server-streaming call's headers to its whole request (0: no limit).
+    first_message_timeout: float = 30.0
+    #: Request-message megabytes being received at once, over all connections.
+    max_inflight_mb: float = 256.0
+    #: HTTP/2 streams (calls) one connection may have open; more are refused.
+    max_concurrent_streams: int = 100
+    #: Client stream resets a connection may average per second before GOAWAY ENHANCE_YOUR_CALM.
+    max_resets_per_second: float = 100.0
+    #: Seconds to keep accepting calls after SIGTERM (health already NOT_SERVING), so proxies notice first.
+    drain_delay: float = 0.0
+    #: ``fail``: a model that cannot load stops the start; ``skip``: serve the others without it.
+    on_load_error: str = "fail"
+    #: ``none``: the served models are fixed; ``explicit``: the management service may change them;
+    #: ``poll``: also follow the model repository's files.
+    model_control: str = "none"
+    #: A directory of model sources (``.py`` files, model files, SavedModel directories).
+    model_repository: str | None = None
+    #: Seconds between two looks at the repository (``--model-control poll``).
+    poll_interval: float = 2.0
+    #: A separate token file for the management service (default: the inference tokens).
+    management_token_file: str | None = None
+    #: ``gzip``: compress responses for clients that accept it; ``identity``: only when the request was.
+    compression: str = "identity"
 
     @property
     def max_message_bytes(self) -> int:

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from blazerpc_core import BlazeApp, InvalidArgument, RegistrationError, Unavailable
-from blazerpc_core.middleware import CallContext
-from blazerpc_core.plugins import make_plugin_manager
+from blazerpc_core.build import assemble
+from blazerpc_core.call import CallContext
 from blazerpc_core.runtime.adaptive import Adaptive, ArrivalRate, CostModel
 from blazerpc_core.runtime.dispatch import BatchConfig
 from blazerpc_core.runtime.events import BatchEvents
 from blazerpc_core.runtime.executor import Invoker, make_pool
 from blazerpc_core.runtime.queue import Pending, RequestQueue, read_priority
-from blazerpc_core.schema.builder import build_schema
 from blazerpc_core.settings import BatchSettings, ServeSettings
 
 
@@ -138,12 +137,12 @@ def test_an_unknown_policy_name_is_refused_when_the_server_is_built():
     def double(x: list[float]) -> list[float]:
         return x
 
-    pm = make_plugin_manager(load_entry_points=False)
-    method = build_schema(app.registry, pm).methods[0]
-    policy = pm.hook.blazerpc_batching_policy(spec=method.spec, settings=ServeSettings())
+    assembly = assemble(app, load_entry_points=False)
+    (spec,) = assembly.registry
+    policy = assembly.hooks.batching_policy(spec, ServeSettings())
     pool = make_pool(1)
     with pytest.raises(RegistrationError, match="'fastest', which no plugin provides"):
-        policy.create_runner(method, Invoker(double, is_async=False, pool=pool), BatchEvents())
+        policy.create_runner(assembly.compiler.compile(spec), Invoker(double, is_async=False, pool=pool), BatchEvents())
     pool.shutdown()
 
 
@@ -154,13 +153,11 @@ def test_a_latency_target_selects_the_adaptive_policy():
     def double(x: list[float]) -> list[float]:
         return x
 
-    pm = make_plugin_manager(load_entry_points=False)
-    method = build_schema(app.registry, pm).methods[0]
-    policy = pm.hook.blazerpc_batching_policy(spec=method.spec, settings=ServeSettings())
+    assembly = assemble(app, load_entry_points=False)
+    (spec,) = assembly.registry
+    policy = assembly.hooks.batching_policy(spec, ServeSettings())
     assert policy.name == Adaptive.name
-    policy = pm.hook.blazerpc_batching_policy(
-        spec=method.spec, settings=ServeSettings(batching=BatchSettings(policy="size-or-timeout"))
-    )
+    policy = assembly.hooks.batching_policy(spec, ServeSettings(batching=BatchSettings(policy="size-or-timeout")))
     assert policy.name == Adaptive.name  # the model's knob beats the server's default
 
 
@@ -174,13 +171,15 @@ def test_stopping_answers_queued_requests_unavailable():
         return x
 
     async def main() -> None:
-        pm = make_plugin_manager(load_entry_points=False)
-        method = build_schema(app.registry, pm).methods[0]
+        assembly = assemble(app, load_entry_points=False)
+        (spec,) = assembly.registry
         pool = make_pool(2)
-        policy = pm.hook.blazerpc_batching_policy(spec=method.spec, settings=ServeSettings())
-        runner = policy.create_runner(method, Invoker(hold, is_async=False, pool=pool), BatchEvents())
+        policy = assembly.hooks.batching_policy(spec, ServeSettings())
+        runner = policy.create_runner(assembly.compiler.compile(spec), Invoker(hold, is_async=False, pool=pool),
+                                      BatchEvents())
         await runner.start()
-        ctx = CallContext(model=method.spec, rpc=method.rpc, path=method.path, metadata={}, peer=None, deadline=None)
+        ctx = CallContext(model=spec, rpc="PredictHold", path="/blazerpc.InferenceService/PredictHold", metadata={},
+                          peer=None, deadline=None)
         running = asyncio.ensure_future(runner.submit([[1.0]], ctx))
         while runner.running == 0:  # the first request is dispatched at once (idle model)
             await asyncio.sleep(0)
@@ -209,11 +208,9 @@ def test_serve_options_become_server_batching_defaults():
     ])
     options = dict(ctx.params)
     options.pop("targets")
-    core = set(ServeSettings.__dataclass_fields__) | {
-        "max_batch_size", "batch_timeout_ms", "max_queue_size", "max_concurrent_batches", "max_latency_ms",
-        "batch_policy", "log_level",
-    }
-    settings = settings_from(options, [name for name in options if name not in core])
+    core = set(ServeSettings.__dataclass_fields__) | {"log_level", "dev_reload"}
+    plugin_names = [name for name in options if name not in core and not name.startswith("batching_")]
+    settings = settings_from(options, plugin_names)
     assert settings.batching == BatchSettings(
         max_batch_size=8, batch_timeout_ms=2.5, max_queue_size=100, max_concurrent_batches=2,
         max_latency_ms=40, policy="adaptive",

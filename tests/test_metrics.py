@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blazerpc_core import BlazeApp, hookimpl
+from blazerpc_core.context import ServerContext
 from blazerpc_core.errors import StartupError
-from blazerpc_core.server.context import ServerContext
 from blazerpc_core.testing import free_port, serve_cli
 
 TIMEOUT = 10
@@ -67,7 +67,7 @@ class BatchEmitter:
 
     @hookimpl(trylast=True)
     def blazerpc_startup(self, context: ServerContext) -> None:
-        spec = next(s for s in context.registry if s.name == "add")
+        spec = next(s for s in context.models if s.name == "add")
         context.batch_events.batch_dispatched(spec, 6, 2)
         context.batch_events.batch_dispatched(spec, 2, 1)
         context.batch_events.queue_wait(spec, 0.003)

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from blazerpc_core import BlazeApp, CallContext, PermissionDenied, hookimpl
-from blazerpc_core.middleware import CallNext
+from blazerpc_core.call import CallNext
 from blazerpc_core.settings import ServeSettings
 
 
@@ -163,17 +163,6 @@ def test_disabling_request_id_plugin_removes_the_trailer(blazerpc_serve: Any, bl
     response, rpc = call(server, stubs, a=2, b=3)
     assert response.result == 5
     assert "x-request-id" not in dict(rpc.trailing_metadata())
-
-
-def test_tracing_adds_nothing_without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from blazerpc_core.observability import tracing
-
-    for name in [n for n in sys.modules if n == "opentelemetry" or n.startswith("opentelemetry.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # makes the import fail, as if not installed
-    assert tracing.blazerpc_middleware(settings=ServeSettings()) is None
 
 
 def test_invalid_trailing_metadata_from_a_middleware_does_not_hide_the_status(blazerpc_serve, blazerpc_stubs):

@@ -12,7 +12,7 @@ from grpclib.const import Status
 
 from blazerpc_core import BlazeApp, RegistrationError
 from blazerpc_core.cli import make_cli
-from blazerpc_core.error_map import parse_error_map
+from blazerpc_core.defaults.error_map import parse_error_map
 
 TIMEOUT = 10
 

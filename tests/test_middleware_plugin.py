@@ -89,7 +89,7 @@ def test_installed_plugin_is_listed_and_adds_its_option(stamp_installed: Path) -
     assert listing.exit_code == 0, listing.output
     row = next(line for line in listing.output.splitlines() if line.startswith("stamp "))
     assert MODULE in row and "middleware" in row and "cli_options" in row
-    for name in ("request-id", "access-log", "metrics", "auth", "rate-limit", "tracing", "error-map"):
+    for name in ("request-id", "access-log", "metrics", "auth", "rate-limit", "error-map"):
         assert any(line.startswith(f"{name} ") for line in listing.output.splitlines()), name
     help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
     assert "--stamp-text" in help_text and "--auth-tokens-file" in help_text and "--rate-limit" in help_text

@@ -36,14 +36,13 @@ import json, sys
 import grpc
 import numpy as np
 from blazerpc_core.cli import make_cli
-from blazerpc_core.discovery import load_python_target
+from blazerpc_core.defaults.targets import load_python_target
 from blazerpc_core.testing import compile_stubs, start_server
 
 app_path = sys.argv[1]
 for args in (["plugins"], ["models", app_path], ["serve", "--help"]):
     make_cli()(args, standalone_mode=False)
-specs, _ = load_python_target(app_path)
-server = start_server(specs)
+server = start_server(load_python_target(app_path))
 try:
     stubs = compile_stubs(server.proto_text)
     with grpc.insecure_channel(server.address) as channel:

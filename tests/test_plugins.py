@@ -139,18 +139,33 @@ def test_a_plugin_that_fails_to_import_names_itself(tmp_path, monkeypatch):
     make_plugin_manager(disabled=["broken"])
 
 
-def test_disabling_a_default_plugin_removes_its_behaviour():
+def test_disabling_a_default_plugin_removes_its_behaviour(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
-    pm = make_plugin_manager(disabled=["tensors"], load_entry_points=False)
-    assert pm.get_plugin("tensors") is None
-    import numpy as np
 
-    from blazerpc_core.errors import RegistrationError
-    from blazerpc_core.schema.builder import SchemaBuilder
+    @app.model("add")
+    def add(a: float, b: float) -> float:
+        return a + b
 
-    with pytest.raises(RegistrationError, match="no type mapping"):
-        SchemaBuilder(pm).resolve(np.ndarray)
-    del app
+    server = blazerpc_serve(app, disabled=["request-id"], load_entry_points=False)
+    conn = blazerpc_connect(server)
+    _, call = conn.stub.PredictAdd.with_call(conn.pb2.AddRequest(a=1, b=2), timeout=5,
+                                             metadata=[("x-request-id", "abc")])
+    assert "x-request-id" not in dict(call.trailing_metadata())
+    pm = make_plugin_manager(disabled=["request-id"], load_entry_points=False)
+    assert pm.get_plugin("request-id") is None
+
+
+@pytest.mark.parametrize("essential", ["tensors", "builtin-types", "batching", "python-targets", "health",
+                                       "reflection"])
+def test_an_essential_default_plugin_cannot_be_disabled_and_says_so(essential):
+    with pytest.raises(PluginError, match=rf"plugin '{essential}' cannot be disabled.*Essential plugins: "):
+        make_plugin_manager(disabled=[essential], load_entry_points=False)
+
+
+def test_disabling_an_unknown_plugin_is_an_error_listing_the_known_names():
+    with pytest.raises(PluginError, match=r"cannot disable plugin 'nosuch': no plugin has that name\. Known "
+                                          r"plugins: .*access-log"):
+        make_plugin_manager(disabled=["nosuch"])
 
 
 def test_startup_and_shutdown_hooks_run_once_each(blazerpc_serve):
@@ -159,7 +174,7 @@ def test_startup_and_shutdown_hooks_run_once_each(blazerpc_serve):
     class Lifecycle:
         @hookimpl
         async def blazerpc_startup(self, context):
-            calls.append(f"startup:{len(context.registry)}")
+            calls.append(f"startup:{len(context.models)}")
 
         @hookimpl
         def blazerpc_shutdown(self, context):

@@ -11,20 +11,21 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from blazerpc_core import BlazeApp, RegistrationError, TensorInput, model
-from blazerpc_core.plugins import make_plugin_manager
-from blazerpc_core.registry import ModelRegistry, pascal_case
-from blazerpc_core.schema.builder import build_schema
+from blazerpc_core.build import assemble
+from blazerpc_core.naming import pascal_case
+from blazerpc_core.registry import ModelRegistry
+from blazerpc_core.schema.proto_text import render_proto
 from blazerpc_core.schema.tensors import describe_dims, parse_dims, split_annotation
 from tests.apps import varied_app
 
 
 def _schema(app: BlazeApp):
-    return build_schema(app.registry, make_plugin_manager(load_entry_points=False))
+    return assemble(app, load_entry_points=False).schema()
 
 
 def test_protoc_parses_the_rendered_text_back_to_our_descriptor(tmp_path: Path):
     schema = _schema(varied_app())
-    (tmp_path / "blaze_service.proto").write_text(schema.proto_text())
+    (tmp_path / "blaze_service.proto").write_text(render_proto(schema.file))
     out = tmp_path / "set.pb"
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp_path}", f"--descriptor_set_out={out}",
@@ -42,7 +43,7 @@ def test_rpc_and_message_names_follow_the_contract():
     def f(text: list[str]) -> list[float]:
         return [0.0] * len(text)
 
-    text = _schema(app).proto_text()
+    text = render_proto(_schema(app).file)
     assert "package blazerpc;" in text
     assert "service InferenceService {" in text
     assert "rpc PredictTextSentiment(TextSentimentRequest) returns (TextSentimentResponse);" in text
@@ -115,7 +116,8 @@ def _spec(name: str, version: int):
 
 def test_unsupported_annotation_names_model_parameter_and_type():
     app = BlazeApp()
-    with pytest.raises(RegistrationError, match=r"model weird@1: parameter 'x' \(complex\) is not supported"):
+    message = r"model 'weird' version '1': parameter 'x' \(complex\) is not supported"
+    with pytest.raises(RegistrationError, match=message):
         @app.model("weird")
         def weird(x: complex) -> int:
             return 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from blazerpc_core import BlazeApp, TensorInput, TensorOutput
-from blazerpc_core.registry import make_spec
 from blazerpc_core.schema.signature import attach_signature, field_names, output_record
+from blazerpc_core.spec import make_spec
 from blazerpc_core.testing import array_from_proto, tensor_proto
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from blazerpc_core.plugins import make_plugin_manager
-from blazerpc_core.schema.builder import build_schema
+from blazerpc_core.build import assemble
+from blazerpc_core.schema.proto_text import render_proto
 from blazerpc_core.testing import compile_stubs, free_port, run_cli, serve_cli
 
 APP = '''
@@ -43,7 +43,7 @@ def target(tmp_path: Path) -> Path:
 
 def stubs_for(target: Path, tmp_path: Path) -> Any:
     app = runpy.run_path(str(target))["app"]
-    return compile_stubs(build_schema(app.registry, make_plugin_manager()).proto_text(), tmp_path / "stubs")
+    return compile_stubs(render_proto(assemble(app).schema().file), tmp_path / "stubs")
 
 
 def ask_pid(stubs: Any, address: str) -> int | None:

@@ -12,12 +12,12 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.markers import hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
+    from blazerpc_core.call import CallContext, CallNext, Middleware
     from blazerpc_core.settings import ServeSettings
 
 LOGGER_NAME = "blazerpc.access"
@@ -40,7 +40,6 @@ class AccessLogMiddleware:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        state = ctx.state
         model = ctx.model
         status = ctx.status
         fields = {
@@ -50,8 +49,8 @@ class AccessLogMiddleware:
             "peer": ctx.peer,
             "status": status,
             "latency_ms": round(ctx.elapsed() * 1000.0, 3),
-            "request_id": state.get("request_id"),
-            "principal": state.get("principal"),
+            "request_id": ctx.request_id,
+            "principal": ctx.principal,
             "error": ctx.status_message if status != "OK" else None,
         }
         line = json.dumps(fields, separators=(",", ":")) if self._json else _text(fields)

@@ -25,18 +25,18 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.registry import Streaming
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.server.supervisor import worker_id
+from blazerpc_core.spec import Streaming
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from wsgiref.simple_server import WSGIServer
 
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
-    from blazerpc_core.registry import ModelSpec
-    from blazerpc_core.server.context import ServerContext
+    from blazerpc_core.call import CallContext, CallNext, Middleware
+    from blazerpc_core.context import ServerContext
     from blazerpc_core.settings import ServeSettings
+    from blazerpc_core.spec import ModelSpec
 
 log = logging.getLogger("blazerpc.metrics")
 

@@ -1,6 +1,6 @@
 """Request ids: honour the client's ``x-request-id`` or make one, and return it in trailers.
 
-The id is stored in ``ctx.state["request_id"]`` for later middleware (access log, tracing)
+The id is stored in ``ctx.request_id`` for later middleware (access log, tracing)
 and sent back in the ``x-request-id`` trailer, so a client can quote it in a bug report
 and an operator can find the matching log line.
 """
@@ -12,16 +12,15 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.markers import hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
+    from blazerpc_core.call import CallContext, CallNext, Middleware
     from blazerpc_core.settings import ServeSettings
 
 HEADER = "x-request-id"
-STATE_KEY = "request_id"
 # Ids end up in log lines and trailers: refuse anything that could forge a log field.
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
@@ -44,7 +43,7 @@ class RequestIdMiddleware:
         request_id = ctx.metadata.get(HEADER)
         if request_id is None or _ACCEPTED.fullmatch(request_id) is None:
             request_id = self.new_id()
-        ctx.state[STATE_KEY] = request_id
+        ctx.request_id = request_id
         ctx.trailing_metadata[HEADER] = request_id
         return await call_next(ctx)
 

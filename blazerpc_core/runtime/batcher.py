@@ -23,17 +23,19 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from blazerpc_core.errors import DeadlineExceeded, ResourceExhausted, Unavailable
-from blazerpc_core.middleware import CallContext
+from blazerpc_core.call import CallContext
+from blazerpc_core.errors import BlazeError, DeadlineExceeded, ResourceExhausted, Unavailable
 from blazerpc_core.runtime.dispatch import BatchConfig, DispatchRule
 from blazerpc_core.runtime.events import BatchEvents
-from blazerpc_core.runtime.executor import Invoker
 from blazerpc_core.runtime.plan import BatchPlan
 from blazerpc_core.runtime.queue import Pending, RequestQueue, read_priority
-from blazerpc_core.schema.builder import MethodSchema
+
+if TYPE_CHECKING:
+    from blazerpc_core.method import CompiledModel
+    from blazerpc_core.runtime.policy import ModelInvoker
 
 log = logging.getLogger("blazerpc.batcher")
 
@@ -46,15 +48,15 @@ class Batcher:
 
     def __init__(
         self,
-        method: MethodSchema,
-        invoker: Invoker,
+        model: CompiledModel,
+        invoker: ModelInvoker,
         events: BatchEvents,
         *,
         plan: BatchPlan,
         config: BatchConfig,
         rule: DispatchRule,
     ) -> None:
-        self.spec = method.spec
+        self.spec = model.spec
         self.label = plan.label
         self.plan = plan
         self.config = config
@@ -115,6 +117,9 @@ class Batcher:
                 queue.discard(item)
                 self._events.queue_depth(self.spec, queue.rows)
             raise
+
+    async def stream(self, args: Sequence[Any], ctx: CallContext) -> AsyncIterator[Any]:
+        raise BlazeError(f"model {self.label} is batched, and batched models do not stream")
 
     async def stop(self) -> None:
         """Refuse new requests, fail queued ones (UNAVAILABLE), and release running batches."""

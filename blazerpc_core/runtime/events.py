@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from blazerpc_core.registry import ModelSpec
+    from blazerpc_core.spec import ModelSpec
 
 
 class BatchObserver(Protocol):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from blazerpc_core.errors import BlazeError, InvalidArgument, RegistrationError
-from blazerpc_core.registry import ModelSpec, Streaming
 from blazerpc_core.schema.fields import BatchAxis, FieldMapping
+from blazerpc_core.spec import ModelSpec, Streaming
 
 if TYPE_CHECKING:
-    from blazerpc_core.schema.builder import MethodSchema
+    from blazerpc_core.method import CompiledModel
 
 Fields = Sequence[tuple[str, FieldMapping]]
 
@@ -159,7 +159,7 @@ def plan_batching(
     if reason is not None:
         if settings.opted_in():
             raise RegistrationError(
-                f"model {model_label(spec)} opts in to batching ({_how(spec)}) but cannot be batched: {reason}. "
+                f"model {spec.label} opts in to batching ({_how(spec)}) but cannot be batched: {reason}. "
                 "Every input and output of a batched model must be list[T] or a tensor whose first "
                 "dimension is dynamic ('batch', None or -1); pass batch=False to serve it one call "
                 "per request."
@@ -169,21 +169,16 @@ def plan_batching(
     if not (settings.opted_in() or named):
         return None
     return BatchPlan(
-        label=model_label(spec),
+        label=spec.label,
         inputs=tuple((n, m.batch) for n, m in inputs if m.batch is not None),
         outputs=tuple((n, m.batch) for n, m in outputs if m.batch is not None),
         output_record=output_record,
     )
 
 
-def batch_plan(method: MethodSchema) -> BatchPlan | None:
-    """:func:`plan_batching` for one rpc of a built schema."""
-    return plan_batching(method.spec, method.input_fields, method.output_fields, method.output_record)
-
-
-def model_label(spec: ModelSpec) -> str:
-    """How errors name a model: ``'name' version '1'``."""
-    return f"{spec.name!r} version {spec.version!r}"
+def batch_plan(model: CompiledModel) -> BatchPlan | None:
+    """:func:`plan_batching` for a compiled model."""
+    return plan_batching(model.spec, model.input_fields, model.output_fields, model.output_record)
 
 
 def _how(spec: ModelSpec) -> str:

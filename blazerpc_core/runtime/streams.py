@@ -59,11 +59,14 @@ class ThreadedIterator:
         ahead: int = DEFAULT_AHEAD,
         ahead_bytes: int = DEFAULT_AHEAD_BYTES,
         burst: int = DEFAULT_BURST,
+        enter: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> None:
         if ahead < 1 or ahead_bytes < 1 or burst < 1:
             raise ValueError("ahead, ahead_bytes and burst must be at least 1")
         self._loop = asyncio.get_running_loop()
         self._make = make_iterable
+        #: Wraps each burst of model code in its pool thread (a framework's per-thread mode).
+        self._enter = enter
         self._pool = pool
         self._ahead = ahead
         self._ahead_bytes = ahead_bytes
@@ -112,6 +115,31 @@ class ThreadedIterator:
         return len(self._items) >= self._ahead or self._bytes_in - self._bytes_out >= self._ahead_bytes
 
     def _fill(self) -> None:
+        if self._enter is None:
+            ended, error = self._burst_of_items()
+        else:
+            try:
+                ended, error = self._enter(self._burst_of_items)
+            except BaseException as exc:  # the wrapper itself failed: end the stream with its error
+                ended, error = True, exc
+        with self._lock:
+            if ended:
+                self._ended = True
+                self._error = error or self._error
+            # A spent burst with room left continues in a fresh task, behind queued work.
+            again = not self._ended and not self._stopping and not self._full()
+            self._filling = again
+            waiter, self._waiter = self._waiter, None
+            idle = None
+            if not again:
+                idle, self._idle = self._idle, None
+        if again:
+            self._submit()
+        self._wake(waiter)
+        self._wake(idle)
+
+    def _burst_of_items(self) -> tuple[bool, BaseException | None]:
+        """Compute up to ``burst`` items (model code); returns (ended, error)."""
         ended = False
         error: BaseException | None = None
         try:
@@ -135,21 +163,7 @@ class ThreadedIterator:
         if self._stopping and not ended:
             self._close_iterator()
             ended = True
-        with self._lock:
-            if ended:
-                self._ended = True
-                self._error = error or self._error
-            # A spent burst with room left continues in a fresh task, behind queued work.
-            again = not self._ended and not self._stopping and not self._full()
-            self._filling = again
-            waiter, self._waiter = self._waiter, None
-            idle = None
-            if not again:
-                idle, self._idle = self._idle, None
-        if again:
-            self._submit()
-        self._wake(waiter)
-        self._wake(idle)
+        return ended, error
 
     def _close_iterator(self) -> None:
         close = getattr(self._iterator, "close", None)

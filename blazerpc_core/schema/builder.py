@@ -1,195 +1,186 @@
-"""Build the app's single ``FileDescriptorProto``, its pool and its message classes.
+"""Compile each model once, then assemble the served models into one ``FileDescriptorProto``.
 
-That one descriptor is the source of truth for request/response encoding, the exported
-``.proto`` text and server reflection.
+:func:`compile_model` maps one model's annotations to fields through the type-mapping
+hook (handed in as ``map_type``) and records the messages and enums those mappings
+declare. :func:`assemble_schema` joins compiled models into the single file, pool and
+message classes that serve them: the source of truth for request and response
+encoding, the exported ``.proto`` text and server reflection. Assembling is cheap and
+is redone whenever the set of served models changes; compiling is not repeated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pluggy
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from blazerpc_core.errors import RegistrationError
-from blazerpc_core.registry import ModelRegistry, ModelSpec
-from blazerpc_core.schema.builtin_types import is_record, record_fields
+from blazerpc_core.method import FILE_NAME as FILE_NAME
+from blazerpc_core.method import PACKAGE, SERVICE, CompiledMethod, CompiledModel, Declarations, Fields, Schema
+from blazerpc_core.method import SERVICE_FULL_NAME as SERVICE_FULL_NAME
 from blazerpc_core.schema.codec import MessageCodec
-from blazerpc_core.schema.fields import FieldMapping, T
+from blazerpc_core.schema.fields import FieldMapping, T, TypeContext
+from blazerpc_core.schema.records import is_record, record_fields
+from blazerpc_core.spec import ModelSpec
 
-PACKAGE = "blazerpc"
-FILE_NAME = "blaze_service.proto"
-SERVICE = "InferenceService"
-SERVICE_FULL_NAME = f"{PACKAGE}.{SERVICE}"
-
-
-@dataclass
-class MethodSchema:
-    """Everything the server needs for one rpc, resolved once at build time."""
-
-    rpc: str
-    spec: ModelSpec
-    request_type: Any
-    response_type: Any
-    input_fields: list[tuple[str, FieldMapping]]
-    output_fields: list[tuple[str, FieldMapping]]
-    inputs: MessageCodec
-    outputs: MessageCodec
-    #: Set when the function returns a dataclass/NamedTuple spread over several fields.
-    output_record: type | None
-
-    @property
-    def path(self) -> str:
-        return f"/{SERVICE_FULL_NAME}/{self.rpc}"
-
-    def result_values(self, result: Any) -> list[Any]:
-        """The response field values for one returned value."""
-        if self.output_record is None:
-            return [result] if self.output_fields else []
-        return [getattr(result, name) for name, _ in self.output_fields]
+#: The type-mapping hook: the first mapping that answers for an annotation, or None.
+MapType = Callable[[Any, TypeContext], FieldMapping | None]
 
 
-@dataclass
-class Schema:
-    file: descriptor_pb2.FileDescriptorProto
-    pool: descriptor_pool.DescriptorPool
-    methods: list[MethodSchema]
-
-    def proto_text(self) -> str:
-        from blazerpc_core.schema.proto_text import render_proto
-
-        return render_proto(self.file)
+class UnmappedType(RegistrationError):
+    """No type mapping answered for an annotation."""
 
 
-class SchemaBuilder:
-    """Implements :class:`~blazerpc_core.schema.fields.TypeContext` while building the file."""
+class ModelTypes:
+    """The :class:`~blazerpc_core.schema.fields.TypeContext` of one model being compiled."""
 
     package = PACKAGE
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        self._pm = pm
-        self.file = descriptor_pb2.FileDescriptorProto(name=FILE_NAME, package=PACKAGE, syntax="proto3")
-        self._declared: dict[Any, str] = {}
-        self._names: dict[str, str] = {}
-
-    # -- TypeContext ------------------------------------------------------------------
+    def __init__(self, map_type: MapType) -> None:
+        self._map_type = map_type
+        self.declarations: Declarations = {}
+        self._keys: dict[Any, str] = {}
 
     def resolve(self, annotation: Any) -> FieldMapping:
-        mapping = self._pm.hook.blazerpc_map_type(annotation=annotation, context=self)
+        mapping = self._map_type(annotation, self)
         if mapping is None:
-            raise RegistrationError(f"no type mapping for {_type_name(annotation)}")
-        return mapping  # type: ignore[no-any-return]
+            raise UnmappedType(f"no type mapping for {_type_name(annotation)}")
+        return mapping
 
     def has_message(self, key: Any) -> str | None:
-        return self._declared.get(key)
+        return self._keys.get(key)
 
     def declare_message(self, key: Any, name: str, fields: Sequence[tuple[str, FieldMapping]]) -> str:
-        if key in self._declared:
-            return self._declared[key]
-        self._claim(name, f"type {_type_name(key)}")
-        message = self.file.message_type.add(name=name)
-        _add_fields(message, fields, self.package)
-        type_name = f".{self.package}.{name}"
-        self._declared[key] = type_name
-        return type_name
+        if key in self._keys:
+            return self._keys[key]
+        message = descriptor_pb2.DescriptorProto(name=name)
+        _add_fields(message, fields, PACKAGE)
+        return self._declare(key, name, message)
 
     def declare_enum(self, key: Any, name: str, values: Sequence[str]) -> str:
-        if key in self._declared:
-            return self._declared[key]
-        self._claim(name, f"enum {_type_name(key)}")
-        enum = self.file.enum_type.add(name=name)
+        if key in self._keys:
+            return self._keys[key]
+        enum = descriptor_pb2.EnumDescriptorProto(name=name)
         for number, value in enumerate(values):
             enum.value.add(name=value, number=number)
-        type_name = f".{self.package}.{name}"
-        self._declared[key] = type_name
+        return self._declare(key, name, enum)
+
+    def _declare(self, key: Any, name: str, proto: Any) -> str:
+        owner = self.declarations.get(name)
+        if owner is not None and owner[0] != key:
+            raise RegistrationError(
+                f"protobuf name {name!r} is used by both {_type_name(owner[0])} and {_type_name(key)}; rename one"
+            )
+        self.declarations[name] = (key, proto)
+        type_name = f".{PACKAGE}.{name}"
+        self._keys[key] = type_name
         return type_name
 
-    def _claim(self, name: str, owner: str) -> None:
-        if name in self._names and self._names[name] != owner:
-            raise RegistrationError(
-                f"protobuf name {name!r} is used by both {self._names[name]} and {owner}; rename one"
-            )
-        self._names[name] = owner
 
-    # -- models -------------------------------------------------------------------------
-
-    def method_fields(
-        self, spec: ModelSpec
-    ) -> tuple[list[tuple[str, FieldMapping]], list[tuple[str, FieldMapping]], type | None]:
-        """Map a model's inputs and output; errors name the model, parameter and type."""
-        inputs = []
-        for param, annotation, default in spec.inputs:
-            mapping = self._resolve_for(spec, f"parameter {param!r}", annotation)
-            if default is not inspect.Parameter.empty and not (mapping.repeated or mapping.is_message):
-                # Presence lets an absent value mean the Python default rather than zero.
-                mapping = dataclasses.replace(mapping, optional=True)
-            inputs.append((param, mapping))
-        output_record = spec.output if is_record(spec.output) else None
-        if spec.output is None or spec.output is type(None):
-            outputs = []
-        elif output_record is not None:
-            try:
-                outputs = record_fields(output_record, self)
-            except RegistrationError as exc:
-                raise RegistrationError(f"model {spec.label}: return type: {exc}") from None
-        else:
-            outputs = [("result", self._resolve_for(spec, "return type", spec.output))]
-        return inputs, outputs, output_record
-
-    def _resolve_for(self, spec: ModelSpec, where: str, annotation: Any) -> FieldMapping:
+def compile_model(spec: ModelSpec, map_type: MapType) -> CompiledModel:
+    """Map ``spec``'s inputs and output; errors name the model, the parameter and the type."""
+    types = ModelTypes(map_type)
+    inputs: Fields = []
+    for param, annotation, default in spec.inputs:
+        mapping = _resolve_for(types, spec, f"parameter {param!r}", annotation)
+        if default is not inspect.Parameter.empty and not (mapping.repeated or mapping.is_message):
+            # Presence lets an absent value mean the Python default rather than zero.
+            mapping = dataclasses.replace(mapping, optional=True)
+        inputs.append((param, mapping))
+    output_record = spec.output if is_record(spec.output) else None
+    outputs: Fields
+    if spec.output is None or spec.output is type(None):
+        outputs = []
+    elif output_record is not None:
         try:
-            return self.resolve(annotation)
+            outputs = record_fields(output_record, types)
         except RegistrationError as exc:
-            raise RegistrationError(
-                f"model {spec.label}: {where} ({_type_name(annotation)}) is not supported: {exc}"
-            ) from None
+            raise type(exc)(f"model {spec.label}: return type: {exc}") from None
+    else:
+        outputs = [("result", _resolve_for(types, spec, "return type", spec.output))]
+    defaults = {name: default for name, _, default in spec.inputs if default is not inspect.Parameter.empty}
+    return CompiledModel(
+        spec=spec,
+        input_fields=inputs,
+        output_fields=outputs,
+        inputs=MessageCodec(inputs, defaults=defaults, what="input"),
+        outputs=MessageCodec(outputs, what="output"),
+        output_record=output_record,
+        declarations=types.declarations,
+    )
 
 
-def build_schema(registry: ModelRegistry, pm: pluggy.PluginManager) -> Schema:
-    """Map every model of ``registry`` and assemble the file, the pool and the codecs."""
-    builder = SchemaBuilder(pm)
+def _resolve_for(types: ModelTypes, spec: ModelSpec, where: str, annotation: Any) -> FieldMapping:
+    try:
+        return types.resolve(annotation)
+    except RegistrationError as exc:
+        raise type(exc)(
+            f"model {spec.label}: {where} ({_type_name(annotation)}) is not supported: {exc}"
+        ) from None
+
+
+#: (rpc name, message prefix, spec) for every rpc, as ``ModelRegistry.rpcs()`` lists them.
+Rpcs = Sequence[tuple[str, str, ModelSpec]]
+
+
+def assemble_schema(models: Mapping[tuple[str, str], CompiledModel], rpcs: Rpcs) -> Schema:
+    """One file, pool and set of message classes serving ``rpcs`` with their compiled ``models``.
+
+    ``models`` is keyed by (name, version). Declared types are shared between models when
+    they were declared for the same key (a dataclass, ``TensorProto``); two different
+    types with one protobuf name are refused, naming both.
+    """
+    file = descriptor_pb2.FileDescriptorProto(name=FILE_NAME, package=PACKAGE, syntax="proto3")
+    owners: dict[str, Any] = {}
+
+    def claim(name: str, owner: Any) -> bool:
+        """True when ``name`` is new; False when ``owner`` already has it; raises for another owner."""
+        if name in owners:
+            if owners[name] != owner:
+                raise RegistrationError(
+                    f"protobuf name {name!r} is used by both {_type_name(owners[name])} and {_type_name(owner)}; "
+                    "rename one"
+                )
+            return False
+        owners[name] = owner
+        return True
+
     planned = []
-    for rpc, prefix, spec in registry.rpcs():
-        inputs, outputs, output_record = builder.method_fields(spec)
-        for suffix, fields in (("Request", inputs), ("Response", outputs)):
-            builder._claim(prefix + suffix, f"rpc {rpc}")
-            message = builder.file.message_type.add(name=prefix + suffix)
-            _add_fields(message, fields, PACKAGE)
-        planned.append((rpc, prefix, spec, inputs, outputs, output_record))
-    service = builder.file.service.add(name=SERVICE)
-    for rpc, prefix, spec, *_ in planned:
+    for rpc, prefix, spec in rpcs:
+        model = models[(spec.name, spec.version)]
+        for name, (key, proto) in model.declarations.items():
+            if claim(name, key):
+                target = file.enum_type if isinstance(proto, descriptor_pb2.EnumDescriptorProto) else file.message_type
+                target.add().CopyFrom(proto)
+        for suffix, fields in (("Request", model.input_fields), ("Response", model.output_fields)):
+            claim(prefix + suffix, f"rpc {rpc}")
+            _add_fields(file.message_type.add(name=prefix + suffix), fields, PACKAGE)
+        planned.append((rpc, prefix, model))
+    service = file.service.add(name=SERVICE)
+    for rpc, prefix, model in planned:
+        shape = model.spec.streaming
         service.method.add(
             name=rpc,
             input_type=f".{PACKAGE}.{prefix}Request",
             output_type=f".{PACKAGE}.{prefix}Response",
-            client_streaming=spec.streaming.client_streams or None,
-            server_streaming=spec.streaming.server_streams or None,
+            client_streaming=shape.client_streams or None,
+            server_streaming=shape.server_streams or None,
         )
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(builder.file)
-    methods = []
-    for rpc, prefix, spec, inputs, outputs, output_record in planned:
-        defaults = {
-            name: default for name, _, default in spec.inputs if default is not inspect.Parameter.empty
-        }
-        methods.append(
-            MethodSchema(
-                rpc=rpc,
-                spec=spec,
-                request_type=_message_class(pool, f"{PACKAGE}.{prefix}Request"),
-                response_type=_message_class(pool, f"{PACKAGE}.{prefix}Response"),
-                input_fields=inputs,
-                output_fields=outputs,
-                inputs=MessageCodec(inputs, defaults=defaults, what="input"),
-                outputs=MessageCodec(outputs, what="output"),
-                output_record=output_record,
-            )
+    pool.Add(file)
+    methods = [
+        CompiledMethod(
+            rpc=rpc,
+            model=model,
+            request_type=_message_class(pool, f"{PACKAGE}.{prefix}Request"),
+            response_type=_message_class(pool, f"{PACKAGE}.{prefix}Response"),
         )
-    return Schema(file=builder.file, pool=pool, methods=methods)
+        for rpc, prefix, model in planned
+    ]
+    return Schema(file=file, pool=pool, methods=methods)
 
 
 def _message_class(pool: descriptor_pool.DescriptorPool, full_name: str) -> Any:

@@ -13,14 +13,13 @@ own converters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from blazerpc_core.errors import InvalidArgument, RegistrationError, client_text
-from blazerpc_core.hookspecs import hookimpl
 from blazerpc_core.schema.fields import BatchAxis, Converter, FieldMapping, T, TypeContext
 
 TENSOR_MESSAGE = "TensorProto"
@@ -317,17 +316,9 @@ def numpy_axis(named: bool) -> BatchAxis:
     return BatchAxis(rows=len, concat=np.concatenate, split=_split_array, named=named)
 
 
-def _numpy_mapping(spec: TensorSpec, context: TypeContext) -> FieldMapping:
-    decode: Callable[[Any], Any] = lambda m: array_from_wire(m, spec)
-    encode: Callable[[Any], Any] = lambda a: array_to_wire(a, spec)
+def numpy_mapping(spec: TensorSpec, context: TypeContext) -> FieldMapping:
+    """The ``TensorProto`` field of a numpy tensor annotation (``TensorInput``, ``np.ndarray``)."""
     batch = numpy_axis(spec.batch_named) if spec.batchable else None
-    return tensor_mapping(context, spec, decode=decode, encode=encode, batch=batch)
-
-
-@hookimpl(trylast=True)
-def blazerpc_map_type(annotation: Any, context: TypeContext) -> FieldMapping | None:
-    if isinstance(annotation, TensorSpec):
-        return _numpy_mapping(annotation, context)
-    if annotation is np.ndarray or getattr(annotation, "__origin__", None) is np.ndarray:
-        return _numpy_mapping(TensorSpec(None, None), context)
-    return None
+    return tensor_mapping(
+        context, spec, decode=lambda m: array_from_wire(m, spec), encode=lambda a: array_to_wire(a, spec), batch=batch
+    )

@@ -38,14 +38,14 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from blazerpc_core.errors import PermissionDenied, RegistrationError, Unauthenticated
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.schema.builder import SERVICE_FULL_NAME
 
 if TYPE_CHECKING:
     from grpclib.events import RecvRequest
 
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
-    from blazerpc_core.server.context import ServerContext
+    from blazerpc_core.call import CallContext, CallNext, Middleware
+    from blazerpc_core.context import ServerContext
     from blazerpc_core.settings import ServeSettings
 
 log = logging.getLogger("blazerpc.auth")
@@ -54,7 +54,6 @@ FILE_OPTION = "auth_tokens_file"
 ALL_SERVICES_OPTION = "auth_all_services"
 FILE_ENV = "BLAZERPC_AUTH_TOKENS_FILE"
 TOKENS_ENV = "BLAZERPC_AUTH_TOKENS"
-STATE_KEY = "principal"
 MISSING = "missing credentials: send 'authorization: Bearer <token>' or 'x-api-key: <token>'"
 INVALID = "invalid credentials"
 _SHORT = 16
@@ -196,7 +195,7 @@ class AuthMiddleware:
         model = ctx.model.name
         if not credential.allows(model):
             raise PermissionDenied(f"credential {credential.name!r} may not call model {model!r}")
-        ctx.state[STATE_KEY] = credential.name
+        ctx.principal = credential.name
         return await call_next(ctx)
 
 

@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from blazerpc_core.errors import RegistrationError, ResourceExhausted
-from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.security.auth import STATE_KEY as PRINCIPAL_KEY
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.security.auth import presented_token
 
 if TYPE_CHECKING:
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
+    from blazerpc_core.call import CallContext, CallNext, Middleware
     from blazerpc_core.settings import ServeSettings
 
 RATE_OPTION = "rate_limit"
@@ -87,7 +86,7 @@ class TokenBuckets:
 
 def client_key(ctx: CallContext) -> str:
     """Who a call counts against: credential name, else presented API key, else peer host."""
-    principal = ctx.state.get(PRINCIPAL_KEY)
+    principal = ctx.principal
     if principal is not None:
         return f"principal:{principal}"
     token = presented_token(ctx.metadata)

@@ -94,7 +94,7 @@ def test_workers_with_a_bad_target_fail_once_before_any_worker_starts(tmp_path):
 def test_help_text_is_not_garbled():
     help_text = run_cli("serve", "--help").stdout
     assert "Serve the models named by TARGET(s)." in help_text
-    assert "answers health checks SERVING once ready" in " ".join(help_text.split())
+    assert "health answers NOT_SERVING until every model is ready, then SERVING" in " ".join(help_text.split())
     assert "        " not in help_text.split("Options:")[0], help_text
 
 

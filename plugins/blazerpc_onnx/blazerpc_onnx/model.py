@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from blazerpc_core import InvalidArgument, ModelSpec, RegistrationError
-from blazerpc_core.registry import make_spec
 from blazerpc_core.schema.signature import attach_signature, field_names, output_record
 from blazerpc_core.schema.tensors import TensorSpec
 from blazerpc_core.settings import BatchSettings
+from blazerpc_core.spec import make_spec
 from blazerpc_onnx.session import open_session
 
 #: onnxruntime's type strings for the tensor element types that have a numpy dtype.
@@ -177,7 +177,7 @@ def load_model(
 
 
 def _pascal(name: str) -> str:
-    from blazerpc_core.registry import pascal_case
+    from blazerpc_core.naming import pascal_case
 
     return pascal_case(name) or "Model"
 

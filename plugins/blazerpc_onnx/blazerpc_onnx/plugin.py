@@ -19,7 +19,7 @@ from blazerpc_onnx.model import OnnxModel, load_model
 from blazerpc_onnx.session import parse_providers
 
 if TYPE_CHECKING:
-    from blazerpc_core.server.context import ServerContext
+    from blazerpc_core.context import ServerContext
 
 log = logging.getLogger("blazerpc.onnx")
 SUFFIX = ".onnx"
@@ -66,7 +66,7 @@ def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[Model
 async def blazerpc_startup(context: ServerContext) -> None:
     """Run each ONNX model once before health reports SERVING, so no client pays for it."""
     loop = asyncio.get_running_loop()
-    for spec in context.registry:
+    for spec in context.models:
         if isinstance(spec.func, OnnxModel):
             try:
                 await loop.run_in_executor(context.pool, spec.func.warm_up)

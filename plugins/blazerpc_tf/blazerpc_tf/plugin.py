@@ -21,7 +21,7 @@ from blazerpc_tf.saved_model import DEFAULT_SIGNATURE, is_saved_model, load_mode
 from blazerpc_tf.tensors import TFTensorSpec, tf_mapping
 
 if TYPE_CHECKING:
-    from blazerpc_core.server.context import ServerContext
+    from blazerpc_core.context import ServerContext
 
 
 @hookimpl

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from blazerpc_core import ModelSpec, RegistrationError
-from blazerpc_core.registry import make_spec, pascal_case
+from blazerpc_core.naming import pascal_case
 from blazerpc_core.schema.signature import attach_signature, field_names, output_record
 from blazerpc_core.settings import BatchSettings
+from blazerpc_core.spec import make_spec
 from blazerpc_tf.tensors import TFTensorSpec, wire_name
 
 DEFAULT_SIGNATURE = "serving_default"

@@ -27,11 +27,11 @@ from blazerpc_core import RegistrationError
 from blazerpc_torch.tensors import TorchTensorSpec
 
 if TYPE_CHECKING:
-    from blazerpc_core.registry import ModelSpec
     from blazerpc_core.runtime.events import BatchEvents
     from blazerpc_core.runtime.executor import Invoker
     from blazerpc_core.runtime.policy import BatchingPolicy, Runner
     from blazerpc_core.schema.builder import MethodSchema
+    from blazerpc_core.spec import ModelSpec
 
 
 def uses_torch(spec: ModelSpec) -> bool:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from blazerpc_core import ModelSpec, RegistrationError
-from blazerpc_core.registry import make_spec, pascal_case
+from blazerpc_core.naming import pascal_case
 from blazerpc_core.schema.signature import attach_signature, field_names, output_record
 from blazerpc_core.settings import BatchSettings
+from blazerpc_core.spec import make_spec
 from blazerpc_torch.tensors import FLOATS, TorchTensorSpec, torch_dtypes, wire_name
 
 SCRIPT_SUFFIXES = (".pt", ".pth", ".ts")

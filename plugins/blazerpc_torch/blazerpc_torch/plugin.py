@@ -21,8 +21,8 @@ from blazerpc_torch.files import EXPORT_SUFFIXES, SCRIPT_SUFFIXES, load_model
 from blazerpc_torch.tensors import TorchTensorSpec, torch_mapping
 
 if TYPE_CHECKING:
+    from blazerpc_core.context import ServerContext
     from blazerpc_core.runtime.policy import BatchingPolicy
-    from blazerpc_core.server.context import ServerContext
 
 
 @hookimpl
@@ -69,7 +69,7 @@ def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[Model
 @hookimpl
 def blazerpc_startup(context: ServerContext) -> None:
     threads = context.settings.extra.get("torch_threads")
-    if threads and any(uses_torch(spec) for spec in context.registry):
+    if threads and any(uses_torch(spec) for spec in context.models):
         import torch
 
         torch.set_num_threads(int(threads))

@@ -1,19 +1,18 @@
 """OpenTelemetry tracing: a SERVER span per call that continues the client's W3C trace.
 
-Needs ``opentelemetry-sdk`` (the ``tracing`` extra); skipped when it is not installed.
+Runs in the plugin's own nox session, with the plugin and ``opentelemetry-sdk`` installed.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-
-pytest.importorskip("opentelemetry.sdk.trace", reason="OpenTelemetry is an optional extra (tracing)")
-
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -115,3 +114,13 @@ def test_disabling_tracing_plugin_makes_no_spans(
         assert stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2), timeout=TIMEOUT).result == 3
     server.stop(grace_period=5)
     assert spans.spans == []
+
+
+def test_without_a_tracer_provider_the_plugin_adds_no_middleware():
+    # A fresh interpreter: this module configures a provider, which OpenTelemetry allows once per process.
+    code = (
+        "from blazerpc_core import ServeSettings\n"
+        "from blazerpc_otel import plugin\n"
+        "assert plugin.blazerpc_middleware(settings=ServeSettings()) is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -14,17 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from blazerpc_core.errors import RegistrationError
-from blazerpc_core.hookspecs import hookimpl
-from blazerpc_core.registry import ModelSpec
+from blazerpc_core.markers import hookimpl
+from blazerpc_core.method import CompiledModel
 from blazerpc_core.runtime.adaptive import Adaptive
 from blazerpc_core.runtime.batcher import Batcher
+from blazerpc_core.runtime.direct import DirectRunner
 from blazerpc_core.runtime.dispatch import BatchConfig, DispatchRule, SizeOrTimeout
 from blazerpc_core.runtime.events import BatchEvents
-from blazerpc_core.runtime.executor import Invoker
-from blazerpc_core.runtime.plan import batch_plan, model_label
-from blazerpc_core.runtime.policy import BatchingPolicy, DirectRunner, Runner
-from blazerpc_core.schema.builder import MethodSchema
+from blazerpc_core.runtime.plan import batch_plan
+from blazerpc_core.runtime.policy import BatchingPolicy, ModelInvoker, Runner
 from blazerpc_core.settings import BatchSettings, ServeSettings
+from blazerpc_core.spec import ModelSpec
 
 #: Built-in dispatch rules by policy name; each batcher gets a fresh rule (rules learn per model).
 BUILTIN_RULES: dict[str, Callable[[], DispatchRule]] = {
@@ -53,11 +53,11 @@ class BuiltinPolicy:
         self.name = name
         self.settings = settings
 
-    def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner:
-        plan = batch_plan(method)
+    def create_runner(self, model: CompiledModel, invoker: ModelInvoker, events: BatchEvents) -> Runner:
+        plan = batch_plan(model)
         if plan is None:
-            return DirectRunner(invoker)
-        label = model_label(method.spec)
+            return DirectRunner(invoker, model.spec.streaming)
+        label = model.label
         make_rule = BUILTIN_RULES.get(self.name)
         if make_rule is None:
             raise RegistrationError(
@@ -65,7 +65,7 @@ class BuiltinPolicy:
                 f"(built-in: {', '.join(sorted(BUILTIN_RULES))})"
             )
         config = BatchConfig.from_settings(self.settings, label)
-        return Batcher(method, invoker, events, plan=plan, config=config, rule=make_rule())
+        return Batcher(model, invoker, events, plan=plan, config=config, rule=make_rule())
 
 
 @hookimpl(trylast=True)

@@ -1,4 +1,4 @@
-"""Middleware: per-call code composed once at build time, outermost first.
+"""One call as middleware and the runtime see it, and middleware: per-call code composed once.
 
 A middleware is any object with ``async __call__(ctx, call_next)``. It may inspect
 ``ctx`` and reject the call by raising a :class:`~blazerpc_core.errors.BlazeError`, await
@@ -20,7 +20,7 @@ from grpclib.metadata import encode_metadata
 if TYPE_CHECKING:
     from grpclib.metadata import Deadline
 
-    from blazerpc_core.registry import ModelSpec
+    from blazerpc_core.spec import ModelSpec
 
 
 log = logging.getLogger("blazerpc.server")
@@ -31,6 +31,7 @@ class CallContext:
 
     __slots__ = (
         "_peer",
+        "args",
         "deadline",
         "inputs",
         "messages_in",
@@ -39,6 +40,8 @@ class CallContext:
         "model",
         "on_done",
         "path",
+        "principal",
+        "request_id",
         "rpc",
         "start",
         "state",
@@ -64,9 +67,15 @@ class CallContext:
         self.metadata = metadata
         self._peer = peer
         self.deadline = deadline
-        #: Free-form per-call storage for middleware.
+        #: Free-form per-call storage for third-party middleware.
         self.state: dict[str, Any] = {}
-        #: Decoded inputs, by parameter name (unary and server-streaming calls).
+        #: The call's id (set by the ``request-id`` plugin: the client's ``x-request-id`` or a new one).
+        self.request_id: str | None = None
+        #: Who is calling (set by the ``auth`` plugin: the credential's name).
+        self.principal: str | None = None
+        #: Decoded arguments, in parameter order (for a client stream: one iterator of items).
+        self.args: Sequence[Any] = ()
+        #: Decoded inputs, by parameter name (unary and server-streaming calls, when middleware exists).
         self.inputs: dict[str, Any] | None = None
         #: Sent to the client in trailers with the final status.
         self.trailing_metadata: dict[str, str] = {}

@@ -27,10 +27,10 @@ import click
 from grpclib.const import Status
 
 from blazerpc_core.errors import RegistrationError
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.markers import hookimpl
 
 if TYPE_CHECKING:
-    from blazerpc_core.server.context import ServerContext
+    from blazerpc_core.context import ServerContext
 
 OPTION = "error_map"
 DEFAULTS: Mapping[type[BaseException], Status] = {

@@ -1,9 +1,9 @@
-"""OpenTelemetry tracing: one SERVER span per call, continuing the client's W3C trace.
+"""The ``tracing`` plugin: one OpenTelemetry SERVER span per call, continuing the client's W3C trace.
 
-Active only when ``opentelemetry-api`` is importable *and* the process has a tracer
-provider configured (``trace.set_tracer_provider(...)`` or ``opentelemetry-instrument``)
-by the time the server is built; otherwise the plugin adds nothing to the request path
-and never imports OpenTelemetry. Install it with ``pip install blazerpc-core[tracing]``.
+Active only when the process has a tracer provider configured
+(``trace.set_tracer_provider(...)`` or ``opentelemetry-instrument``) by the time the
+server is built; otherwise the plugin adds nothing to the request path. Written against
+the public plugin API only (``blazerpc_core.plugin``).
 
 The parent context comes from the request metadata through the globally configured
 propagator (W3C ``traceparent``/``tracestate`` by default). The span is current while
@@ -13,23 +13,20 @@ streaming call's span covers the whole stream.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from grpclib.const import Status
-
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.plugin import Status, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from opentelemetry.trace import Tracer
 
-    from blazerpc_core.middleware import CallContext, CallNext, Middleware
-    from blazerpc_core.settings import ServeSettings
+    from blazerpc_core.plugin import CallContext, CallNext, Middleware, ServeSettings
 
 INSTRUMENTATION_NAME = "blazerpc"
-STATE_KEY = "span"
+#: Where the call's span is kept, for middleware after this one (``ctx.state[SPAN_KEY]``).
+SPAN_KEY = "span"
 _CODES = {status.name: status.value for status in Status}
 
 
@@ -63,10 +60,10 @@ class TracingMiddleware:
                 "blazerpc.model_version": ctx.model.version,
             },
         )
-        request_id = ctx.state.get("request_id")
+        request_id = ctx.request_id
         if request_id is not None:
             span.set_attribute("blazerpc.request_id", request_id)
-        ctx.state[STATE_KEY] = span
+        ctx.state[SPAN_KEY] = span
         ctx.on_done.append(self._on_done)
         token = self._attach(self._with_span(span))
         try:
@@ -75,7 +72,7 @@ class TracingMiddleware:
             self._detach(token)
 
     def _end(self, ctx: CallContext) -> None:
-        span = ctx.state.get(STATE_KEY)
+        span = ctx.state.get(SPAN_KEY)
         if span is None:
             return
         span.set_attribute("rpc.grpc.status_code", _CODES.get(ctx.status, Status.UNKNOWN.value))
@@ -86,12 +83,8 @@ class TracingMiddleware:
 
 def tracer_if_configured() -> Tracer | None:
     """The blazerpc tracer, or None when OpenTelemetry is absent or has no provider set."""
-    if importlib.util.find_spec("opentelemetry") is None:
-        return None
-    try:
-        from opentelemetry import trace
-    except ImportError:
-        return None
+    from opentelemetry import trace
+
     # The API's default provider only records into the void: tracing it would cost
     # every call a span for nothing.
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):

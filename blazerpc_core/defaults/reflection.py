@@ -1,15 +1,15 @@
-"""Server reflection, ``grpc.reflection.v1`` and ``v1alpha``, from the server's own pool.
+"""Default plugin ``reflection`` (essential): ``grpc.reflection.v1`` and ``v1alpha`` from the server's pool.
 
 Lists every hosted service (reflection included) and serves file descriptors with their
-dependencies, so tools with no ``.proto`` can call any model. Symbols our pool lacks
-(services contributed by plugins from generated modules) are looked up in protobuf's
-default pool.
+dependencies, so tools with no ``.proto`` can call any model. It reads the server's
+descriptors at each request, so models loaded or unloaded while serving appear and
+disappear at once. Symbols the server's pool lacks (services contributed by plugins from
+generated modules) are looked up in protobuf's default pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpclib.const
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -17,25 +17,30 @@ from google.protobuf.descriptor import FileDescriptor
 from grpclib.const import Status
 from grpclib.server import Stream
 
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.server.status import cap_message
-from blazerpc_core.server.system_protos import REFLECTION_SERVICES
+from blazerpc_core.server.system_protos import REFLECTION_SERVICES, reflection_file
+
+if TYPE_CHECKING:
+    from blazerpc_core.context import Descriptors, ServerContext
 
 
 class ReflectionService:
-    """One instance per protocol version; both share the service list and pools."""
+    """One instance per protocol version; both read the same live descriptors."""
 
-    def __init__(self, service: str, pool: descriptor_pool.DescriptorPool, service_names: Sequence[str]) -> None:
+    def __init__(self, service: str, descriptors: Descriptors) -> None:
         self._service = service
-        self._pools = (pool, descriptor_pool.Default())
+        self._descriptors = descriptors
         package = service.rsplit(".", 1)[0]
-        self._request = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"{package}.ServerReflectionRequest"))
+        own = descriptor_pool.DescriptorPool()
+        own.Add(reflection_file(package.rsplit(".", 1)[1]))
+        self._request = message_factory.GetMessageClass(own.FindMessageTypeByName(f"{package}.ServerReflectionRequest"))
         self._response = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"{package}.ServerReflectionResponse"))
-        self._service_names = list(service_names)
+            own.FindMessageTypeByName(f"{package}.ServerReflectionResponse")
+        )
 
     def _find(self, how: str, name: str) -> Any:
-        for pool in self._pools:
+        for pool in (self._descriptors.pool, descriptor_pool.Default()):
             try:
                 return getattr(pool, how)(name)  # type: ignore[no-any-return,unused-ignore]
             except KeyError:
@@ -59,7 +64,8 @@ class ReflectionService:
     def _answer(self, request: Any) -> dict[str, Any]:
         kind = request.WhichOneof("message_request")
         if kind == "list_services":
-            return {"list_services_response": {"service": [{"name": n} for n in self._service_names]}}
+            names = self._descriptors.service_names()
+            return {"list_services_response": {"service": [{"name": n} for n in names]}}
         file = None
         if kind == "file_by_filename":
             file = self._find("FindFileByName", request.file_by_filename)
@@ -99,6 +105,8 @@ def _error(status: Status, message: str) -> dict[str, Any]:
     return {"error_response": {"error_code": status.value, "error_message": message}}
 
 
-def reflection_services(pool: descriptor_pool.DescriptorPool, service_names: Sequence[str]) -> list[ReflectionService]:
-    names = [*service_names, *REFLECTION_SERVICES]
-    return [ReflectionService(service, pool, names) for service in REFLECTION_SERVICES]
+@hookimpl(trylast=True)
+def blazerpc_services(context: ServerContext) -> list[Any]:
+    for version in ("v1", "v1alpha"):
+        context.descriptors.add_file(reflection_file(version))
+    return [ReflectionService(service, context.descriptors) for service in REFLECTION_SERVICES]

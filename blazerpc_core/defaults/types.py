@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from blazerpc_core.errors import InvalidArgument, RegistrationError
-from blazerpc_core.hookspecs import hookimpl
+from blazerpc_core.markers import hookimpl
 from blazerpc_core.schema.codec import MessageCodec
 from blazerpc_core.schema.fields import BatchAxis, FieldMapping, T, TypeContext
+from blazerpc_core.schema.records import is_namedtuple, record_fields
 
 _SCALARS: dict[Any, FieldMapping] = {
     str: FieldMapping(T.TYPE_STRING, "string"),
@@ -43,7 +44,7 @@ def blazerpc_map_type(annotation: Any, context: TypeContext) -> FieldMapping | N
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return _enum(annotation, context)
     if isinstance(annotation, type) and (
-        dataclasses.is_dataclass(annotation) or _is_namedtuple(annotation)
+        dataclasses.is_dataclass(annotation) or is_namedtuple(annotation)
     ):
         return _record(annotation, context)
     return None
@@ -158,27 +159,6 @@ def _record(cls: type, context: TypeContext) -> FieldMapping:
         T.TYPE_MESSAGE, cls.__name__, type_name=type_name, decode=decode, encode=encode,
         required=True,
     )
-
-
-def record_fields(cls: type, context: TypeContext) -> list[tuple[str, FieldMapping]]:
-    """The fields of a dataclass or NamedTuple, each mapped through the hook."""
-    hints = typing.get_type_hints(cls)
-    if dataclasses.is_dataclass(cls):
-        names = [f.name for f in dataclasses.fields(cls)]
-    else:
-        names = list(getattr(cls, "_fields", ()))
-    return [(name, context.resolve(hints[name])) for name in names]
-
-
-def is_record(annotation: Any) -> bool:
-    """True for dataclasses and NamedTuples, whose members become separate fields."""
-    return isinstance(annotation, type) and (
-        dataclasses.is_dataclass(annotation) or _is_namedtuple(annotation)
-    )
-
-
-def _is_namedtuple(cls: type) -> bool:
-    return issubclass(cls, tuple) and hasattr(cls, "_fields")
 
 
 def _upper_snake(name: str) -> str:

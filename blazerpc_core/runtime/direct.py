@@ -1,0 +1,64 @@
+"""The runner of models that are not batched: one model call per request, as soon as it arrives.
+
+Unary and client-streaming calls go through the invoker's guarded call (the model's
+thread cap and deadline checks). A server or bidirectional stream is a generator: a sync
+one is created and stepped in the model pool in bursts (see
+:class:`~blazerpc_core.runtime.streams.ThreadedIterator`) through the invoker's
+``enter``; an async one runs on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from blazerpc_core.errors import BlazeError
+from blazerpc_core.runtime.streams import ThreadedIterator
+from blazerpc_core.spec import Streaming
+
+if TYPE_CHECKING:
+    from blazerpc_core.call import CallContext
+    from blazerpc_core.runtime.policy import ModelInvoker
+
+
+class DirectRunner:
+    """One function call per request; see the module docstring."""
+
+    def __init__(self, invoker: ModelInvoker, shape: Streaming = Streaming.UNARY) -> None:
+        self.invoker = invoker
+        # A client stream's length is the client's to choose: the model's recent call
+        # times say nothing about whether this one can finish in time.
+        self._judge_deadline = not shape.client_streams
+
+    async def submit(self, args: Sequence[Any], ctx: CallContext) -> Any:
+        return await self.invoker(args, ctx.expires_at() if self._judge_deadline else None)
+
+    async def stream(self, args: Sequence[Any], ctx: CallContext) -> AsyncIterator[Any]:
+        invoker = self.invoker
+        if not invoker.is_async:
+            # Even creating the iterator may be model work, so it happens in the pool too.
+            def make() -> Iterable[Any]:
+                return _checked(invoker.call_sync(invoker.func, *args), invoker.label)
+
+            return ThreadedIterator(make, invoker.pool, enter=invoker.enter)
+        results = invoker.func(*args)
+        if hasattr(results, "__await__"):
+            results = await results
+        if hasattr(results, "__aiter__"):
+            return results  # type: ignore[no-any-return]
+        results = _checked(results, invoker.label)
+        return ThreadedIterator(lambda: results, invoker.pool, enter=invoker.enter)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def _checked(results: Any, label: str) -> Iterable[Any]:
+    if not isinstance(results, Iterable) or isinstance(results, (str, bytes)):
+        raise BlazeError(
+            f"model {label} streams its results, so it must return an iterator, not {type(results).__name__}"
+        )
+    return results

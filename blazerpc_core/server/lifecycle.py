@@ -1,0 +1,292 @@
+"""A built server's life: start (bind, load and warm models, SERVING) → serve → drain → stop.
+
+:class:`BlazeServer` owns no building: :func:`blazerpc_core.build.build_server` hands it
+the server context, the model host and the services plugins contributed. Start binds
+first, so health answers NOT_SERVING (and calls UNAVAILABLE) while models load and warm.
+Stop is the drain a proxy can follow: NOT_SERVING at once, keep accepting for
+``drain_delay`` seconds (while proxies' health checks notice), a graceful HTTP/2 GOAWAY
+(clients and proxies open new streams elsewhere), in-flight calls finish within
+``grace_period``, then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpclib.events
+
+from blazerpc_core.context import Health, ServerContext
+from blazerpc_core.errors import RegistrationError, StartupError
+from blazerpc_core.method import SERVICE_FULL_NAME, Schema
+from blazerpc_core.server.calls import CallSteps
+from blazerpc_core.server.gate import Gate
+from blazerpc_core.server.host import MODEL_HEALTH_PREFIX, ModelEntry, ModelHost, ModelState
+from blazerpc_core.server.routes import Route, routes_for
+from blazerpc_core.server.status import ErrorMapper
+from blazerpc_core.server.wire import WireLimits, WireServer
+from blazerpc_core.settings import ServeSettings
+
+log = logging.getLogger("blazerpc.server")
+#: Seconds cancelled handlers get to unwind once the grace period is over.
+CLOSE_TIMEOUT = 2.0
+INFERENCE_PREFIX = f"/{SERVICE_FULL_NAME}/"
+SERVING, NOT_SERVING = 1, 2
+
+Lifecycle = Callable[[ServerContext], Awaitable[None]]
+
+
+class BlazeServer:
+    """One grpclib server hosting inference, health, reflection and plugin services.
+
+    Use it as ``async with server:`` (start, then stop on exit), or call :meth:`start`
+    and :meth:`stop`, or :meth:`serve_forever` to run until SIGTERM/SIGINT.
+    """
+
+    def __init__(
+        self,
+        context: ServerContext,
+        host: ModelHost,
+        services: Sequence[Any],
+        *,
+        startup: Lifecycle,
+        shutdown: Lifecycle,
+    ) -> None:
+        self.context = context
+        self.settings: ServeSettings = context.settings
+        self.host = host
+        self.limits = WireLimits.from_settings(self.settings)
+        self._startup = startup
+        self._shutdown = shutdown
+        self.gate = Gate()
+        errors = context.errors
+        assert isinstance(errors, ErrorMapper)
+        self.steps = CallSteps(
+            gate=self.gate, errors=errors, host=host, max_message_bytes=self.settings.max_message_bytes
+        )
+        self._services = list(services)
+        _check_paths(self._services)
+        host.services = [SERVICE_FULL_NAME, *(_service_name(s) for s in self._services)]
+        self.routes: dict[str, Route] = {}
+        self._server: WireServer | None = None
+        self._serving = False
+        host.listeners.append(self._swap)
+        host.rebuild()
+        self._stopping: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    # -- what a running server exposes ----------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        return self.context.port
+
+    @property
+    def schema(self) -> Schema:
+        """The schema served now (it changes when models are loaded, reloaded or unloaded)."""
+        return self.host.schema
+
+    @property
+    def wire(self) -> WireServer | None:
+        """The HTTP/2 server once started: its connections, limits and GOAWAY (``wire.stats()``)."""
+        return self._server
+
+    @property
+    def health(self) -> Health:
+        health = self.context.health
+        if health is None:
+            raise RegistrationError("the health plugin did not register (it is essential)")
+        return health
+
+    def _swap(self, schema: Schema) -> None:
+        """The host changed the served models: new routes, and per-model health."""
+        self.routes = routes_for(schema.methods, self.host, self.steps, self.context.middleware)
+        if self._server is not None:
+            self._server.replace_routes(INFERENCE_PREFIX, {p: r.handler for p, r in self.routes.items()})
+        if self.context.health is not None:
+            self._model_health()
+
+    def _model_health(self) -> None:
+        health = self.health
+        for name in self.host.registry.names():
+            entry = self.host.entry(name)
+            ready = entry is not None and entry.state is ModelState.READY and self._serving
+            health.set(MODEL_HEALTH_PREFIX + name, SERVING if ready else NOT_SERVING)
+        for entry in self.host.failed.values():
+            if not self.host.registry.versions(entry.spec.name):
+                health.set(MODEL_HEALTH_PREFIX + entry.spec.name, NOT_SERVING)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def start(self, *, on_model: Callable[[ModelEntry], None] | None = None) -> None:
+        """Bind, load and warm the models, run startup hooks, then open the gate and report SERVING.
+
+        ``on_model`` hears about each model as it finishes loading (or fails). A model that
+        fails stops the start (``--on-load-error fail``, the default) or is left out
+        (``skip``).
+        """
+        settings = self.settings
+        server = self._server = WireServer(self._services, limits=self.limits)
+        server.replace_routes(INFERENCE_PREFIX, {p: r.handler for p, r in self.routes.items()})
+        for listener in self.context.request_listeners:
+            grpclib.events.listen(server, grpclib.events.RecvRequest, listener)
+        self.health.set_all(NOT_SERVING)
+        try:
+            await server.start(
+                settings.host, settings.port, ssl=_ssl_context(settings), reuse_port=settings.workers > 1 or None
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
+        self.context.port = server.bound_port() or settings.port
+        report = on_model or _log_model
+        try:
+            await self.host.load_all(skip_failures=settings.on_load_error == "skip", report=report)
+        except Exception as exc:
+            failed = next((e for e in self.host.entries.values() if e.state is ModelState.FAILED), None)
+            what = f"model {failed.label}" if failed is not None else "a model"
+            await self._abort()
+            raise StartupError(f"{what} failed to load: {type(exc).__name__}: {exc}") from exc
+        try:
+            await self._startup(self.context)
+        except OSError as exc:
+            await self._abort()
+            raise StartupError(f"a startup hook failed: {exc}") from exc
+        self.gate.open = True
+        self._serving = True
+        self.health.set_all(SERVING)
+        self._model_health()
+
+    async def _abort(self) -> None:
+        await self.host.close()
+        if self._server is not None:
+            self._server.close()
+            self._server.close_all()
+        self.context.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    async def stop(self, grace_period: float | None = None, *, drain_delay: float | None = None) -> None:
+        """NOT_SERVING, keep accepting for ``drain_delay``, GOAWAY, let in-flight calls finish, then close."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace_period, drain_delay))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace_period: float | None, drain_delay: float | None) -> None:
+        settings = self.settings
+        grace = settings.grace_period if grace_period is None else grace_period
+        delay = settings.drain_delay if drain_delay is None else drain_delay
+        self._serving = False
+        self.health.set_all(NOT_SERVING)
+        delivered = getattr(self.health, "delivered", None)
+        if delivered is not None:
+            await delivered(timeout=min(grace, 1.0))
+        server = self._server
+        if delay > 0:
+            log.info("draining: still accepting calls for %.1fs while load balancers notice", delay)
+            await asyncio.sleep(delay)
+        if server is not None:
+            server.stop_listening()
+            server.goaway(graceful=True)
+        if not await self.gate.drained(grace):
+            log.warning("grace period of %.1fs over with %d call(s) in flight; cancelling them",
+                        grace, self.gate.inflight)
+        self.gate.open = False
+        await self.host.close()
+        if server is not None:
+            server.close()
+            server.close_all()
+            # Handlers were cancelled; one stuck in model code that never returns must not
+            # hold the stop past its bound.
+            try:
+                await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("%d model call(s) did not return after the grace period; leaving them behind",
+                            getattr(self.context.pool, "busy", 0))
+        await self._shutdown(self.context)
+        self.context.pool.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Until :meth:`stop` has finished."""
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> BlazeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def serve_forever(self, *, on_ready: Callable[[BlazeServer], None] | None = None,
+                            on_model: Callable[[ModelEntry], None] | None = None) -> None:
+        """Start, wait for SIGTERM/SIGINT, then drain. A second signal skips the waiting."""
+        await self.start(on_model=on_model)
+        if on_ready is not None:
+            on_ready(self)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("second signal: closing without waiting for in-flight calls")
+                self.gate.open = False
+                if self._server is not None:
+                    self._server.close()
+                    self._server.close_all()
+            stop.set()
+
+        for sig in signals:
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await stop.wait()
+            log.info("shutting down: draining for up to %.1fs", self.settings.drain_delay + self.settings.grace_period)
+            await self.stop()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+
+def _log_model(entry: ModelEntry) -> None:
+    if entry.state is ModelState.FAILED:
+        log.error("model %s failed to load: %s", entry.label, entry.error)
+        return
+    log.info("model %s ready (load %.2fs, warm-up %.2fs)", entry.label, entry.load_seconds, entry.warm_seconds)
+
+
+def _service_name(service: Any) -> str:
+    path = next(iter(service.__mapping__()))
+    return str(path.split("/")[1])
+
+
+def _check_paths(services: Iterable[Any]) -> None:
+    """grpclib keeps the later of two handlers for one path silently; refuse instead."""
+    owner: dict[str, Any] = {}
+    for service in services:
+        for path in service.__mapping__():
+            if path.startswith(INFERENCE_PREFIX):
+                raise RegistrationError(f"rpc path {path} belongs to the inference service; {service!r} cannot have it")
+            if path in owner:
+                raise RegistrationError(f"rpc path {path} is served by both {owner[path]!r} and {service!r}")
+            owner[path] = service
+
+
+def _ssl_context(settings: ServeSettings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    if not settings.tls_key:
+        raise RegistrationError("--tls-cert needs --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca:
+        context.load_verify_locations(settings.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["h2"])
+    return context
