@@ -35,6 +35,8 @@ from blazerpc_core.runtime.executor import Invoker, ModelPool, default_model_con
 from blazerpc_core.runtime.plan import batch_plan
 from blazerpc_core.runtime.policy import Runner
 from blazerpc_core.schema.builder import assemble_schema, compile_model
+from blazerpc_core.server.calls import CallSteps, ModelCalls
+from blazerpc_core.server.gate import Gate
 from blazerpc_core.server.host import ModelHost, Origin
 from blazerpc_core.server.lifecycle import BlazeServer
 from blazerpc_core.server.status import ErrorMapper
@@ -231,9 +233,11 @@ def _server(assembly: Assembly) -> BlazeServer:
     context = ServerContext(settings=settings, models=host.registry, pool=pool, errors=errors, descriptors=host)
     context_holder.append(context)
     context.host = host
-    context.middleware = hooks.middleware(settings)
+    context.middleware = middleware = hooks.middleware(settings)
+    steps = CallSteps(gate=Gate(), errors=errors, host=host, max_message_bytes=settings.max_message_bytes)
+    context.calls = ModelCalls(steps, middleware)
     services = hooks.services(context)
-    return BlazeServer(context, host, services, startup=hooks.startup, shutdown=hooks.shutdown)
+    return BlazeServer(context, host, steps, services, startup=hooks.startup, shutdown=hooks.shutdown)
 
 
 def _source_resolver(assembly: Assembly) -> Any:

@@ -7,7 +7,7 @@ always sees the current state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,6 +70,23 @@ class Health(Protocol):
     def forget(self, service: str) -> None: ...
 
 
+class Calls(Protocol):
+    """Calls into served models for a plugin's own service (see ``server.calls.ModelCalls``).
+
+    ``entry(name, version)`` finds what serves a model (NOT_FOUND naming it otherwise);
+    ``call`` and ``stream`` run one call through the server's gate, middleware chain and
+    the model's runner, raising a ``BlazeError`` with the status a native call would get.
+    """
+
+    def entry(self, name: str, version: str | None = None) -> Any: ...
+
+    async def call(self, entry: Any, args: Sequence[Any], *, rpc: str, path: str, metadata: Any,
+                   peer: str | None = None, deadline: Any = None) -> Any: ...
+
+    def stream(self, entry: Any, args: Sequence[Any], *, rpc: str, path: str, metadata: Any,
+               peer: str | None = None, deadline: Any = None) -> AsyncIterator[Any]: ...
+
+
 @dataclass
 class ServerContext:
     """Handed to ``blazerpc_services``, ``blazerpc_startup`` and ``blazerpc_shutdown``."""
@@ -94,6 +111,8 @@ class ServerContext:
     health: Health | None = None
     #: The model host: load, reload, unload and describe models while serving (management plugins).
     host: Any = None
+    #: Calls into the served models from a plugin's own service (another protocol).
+    calls: Calls | None = None
     #: Free-form storage shared by plugins for the life of the server.
     state: dict[str, Any] = field(default_factory=dict)
     #: The bound port once the server has started (useful with port 0).

@@ -25,10 +25,8 @@ from blazerpc_core.context import Health, ServerContext
 from blazerpc_core.errors import RegistrationError, StartupError
 from blazerpc_core.method import SERVICE_FULL_NAME, Schema
 from blazerpc_core.server.calls import CallSteps
-from blazerpc_core.server.gate import Gate
 from blazerpc_core.server.host import MODEL_HEALTH_PREFIX, ModelEntry, ModelHost, ModelState
 from blazerpc_core.server.routes import Route, routes_for
-from blazerpc_core.server.status import ErrorMapper
 from blazerpc_core.server.wire import WireLimits, WireServer
 from blazerpc_core.settings import ServeSettings
 
@@ -52,6 +50,7 @@ class BlazeServer:
         self,
         context: ServerContext,
         host: ModelHost,
+        steps: CallSteps,
         services: Sequence[Any],
         *,
         startup: Lifecycle,
@@ -63,12 +62,8 @@ class BlazeServer:
         self.limits = WireLimits.from_settings(self.settings)
         self._startup = startup
         self._shutdown = shutdown
-        self.gate = Gate()
-        errors = context.errors
-        assert isinstance(errors, ErrorMapper)
-        self.steps = CallSteps(
-            gate=self.gate, errors=errors, host=host, max_message_bytes=self.settings.max_message_bytes
-        )
+        self.steps = steps
+        self.gate = steps.gate
         self._services = list(services)
         _check_paths(self._services)
         host.services = [SERVICE_FULL_NAME, *(_service_name(s) for s in self._services)]
@@ -135,6 +130,8 @@ class BlazeServer:
         server.replace_routes(INFERENCE_PREFIX, {p: r.handler for p, r in self.routes.items()})
         for listener in self.context.request_listeners:
             grpclib.events.listen(server, grpclib.events.RecvRequest, listener)
+        for name in self.host.services:
+            self.health.set(name, NOT_SERVING)
         self.health.set_all(NOT_SERVING)
         try:
             await server.start(
