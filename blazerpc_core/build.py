@@ -35,13 +35,14 @@ from blazerpc_core.runtime.executor import Invoker, ModelPool, default_model_con
 from blazerpc_core.runtime.plan import batch_plan
 from blazerpc_core.runtime.policy import Runner
 from blazerpc_core.schema.builder import assemble_schema, compile_model
-from blazerpc_core.server.calls import CallSteps, ModelCalls
+from blazerpc_core.server.calls import CallSteps
+from blazerpc_core.server.foreign import ModelCalls
 from blazerpc_core.server.gate import Gate
 from blazerpc_core.server.host import ModelHost, Origin
 from blazerpc_core.server.lifecycle import BlazeServer
 from blazerpc_core.server.status import ErrorMapper
 from blazerpc_core.settings import ServeSettings
-from blazerpc_core.sources import Discovered, discover, from_objects, load_target
+from blazerpc_core.sources import Discovered, SourceResolver, discover, from_objects, load_target
 from blazerpc_core.spec import Loaded, ModelSpec
 
 log = logging.getLogger("blazerpc")
@@ -126,7 +127,8 @@ def assemble(
             disabled=disabled, plugins=[*early_plugins, *plugins], load_entry_points=load_entry_points
         ))
     if found is None:
-        found = discover_sources(targets or (), settings, hooks) if (targets or load_entry_points) else []
+        wanted = targets or settings.model_repository or load_entry_points
+        found = discover_sources(targets or (), settings, hooks) if wanted else []
     for item in found:
         for plugin in item.plugins:
             name = plugin_name(plugin)
@@ -138,7 +140,7 @@ def assemble(
     for item in found:
         for spec in item.specs:
             registry.register(spec)
-            origins[(spec.name, spec.version)] = Origin(item.source)
+            origins[(spec.name, spec.version)] = item.origin
     hooks.register_models(registry.register)
     assembly = Assembly(hooks, settings, found, registry, Compiler(hooks), origins)
     assembly.compiled()
@@ -170,7 +172,7 @@ def repository_sources(root: Path, settings: ServeSettings, hooks: Hooks) -> lis
         except RegistrationError as exc:
             log.warning("skipping %s in the model repository: %s", source, exc)
             continue
-        found.append(Discovered(source, item.specs, item.plugins))
+        found.append(Discovered(source, item.specs, item.plugins, "repository"))
     return found
 
 
@@ -224,11 +226,11 @@ def _server(assembly: Assembly) -> BlazeServer:
     host = ModelHost(
         compile=assembly.compiler.compile,
         make_runner=make_runner,
-        resolve=_source_resolver(assembly),
+        resolve=SourceResolver(settings, hooks),
         pool=pool,
     )
     for spec in assembly.registry:
-        host.add(spec, assembly.origins.get((spec.name, spec.version), Origin("plugin")))
+        host.add(spec, assembly.origins.get((spec.name, spec.version), Origin("plugin", "plugin")))
     host.set_defaults_from(assembly.registry)
     context = ServerContext(settings=settings, models=host.registry, pool=pool, errors=errors, descriptors=host)
     context_holder.append(context)
@@ -238,27 +240,6 @@ def _server(assembly: Assembly) -> BlazeServer:
     context.calls = ModelCalls(steps, middleware)
     services = hooks.services(context)
     return BlazeServer(context, host, steps, services, startup=hooks.startup, shutdown=hooks.shutdown)
-
-
-def _source_resolver(assembly: Assembly) -> Any:
-    """How a running server turns a management ``source`` into models (see server.host)."""
-    from blazerpc_core.sources import installed_models, load_target
-
-    settings, hooks = assembly.settings, assembly.hooks
-
-    def resolve(source: str) -> list[ModelSpec]:
-        if Path(source).is_absolute() or Path(source).suffix or Path(source).exists():
-            found = load_target(source, settings, hooks)
-        else:
-            items = installed_models([source])
-            if not items:
-                raise LookupError(source)
-            found = items[0]
-        for plugin in found.plugins:
-            hooks.register(plugin, plugin_name(plugin))
-        return list(found.specs)
-
-    return resolve
 
 
 def run(

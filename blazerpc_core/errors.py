@@ -38,6 +38,24 @@ class Unavailable(BlazeError):
     status = Status.UNAVAILABLE
 
 
+class NotFound(BlazeError):
+    """What the call names (a model, a version, a source) does not exist."""
+
+    status = Status.NOT_FOUND
+
+
+class AlreadyExists(BlazeError):
+    """What the call would create (a loaded model) is there already."""
+
+    status = Status.ALREADY_EXISTS
+
+
+class FailedPrecondition(BlazeError):
+    """The server is not set up to do this (e.g. changing models without ``--model-control``)."""
+
+    status = Status.FAILED_PRECONDITION
+
+
 class DeadlineExceeded(BlazeError):
     """The client's deadline passed before the work was done."""
 

@@ -64,6 +64,10 @@ class ModelRegistry:
             raise KeyError((name, version))
         self._chosen_default[name] = version
 
+    def chosen_default(self, name: str) -> str | None:
+        """The version :meth:`set_default` chose for ``name``, if any."""
+        return self._chosen_default.get(name)
+
     def get(self, name: str, version: str) -> ModelSpec | None:
         return self._specs.get((name, version))
 

@@ -2,9 +2,11 @@
 
 A spec is the static description of one model version: its name, version, inputs and
 output (from the signature), streaming shape and batching settings. Function models
-are called as they are. A class model's ``__init__`` (no required arguments) loads it
+(and callable objects, such as a model a plugin loaded from a file) are called as they
+are. A class model's ``__init__`` (no required arguments) loads it
 and its ``__call__`` is the model; an optional ``warmup()`` runs before it serves and an
-optional ``close()`` when the instance is retired. The server creates instances while it
+optional ``close()`` when the instance is retired (a callable object's own ``warmup()``
+and ``close()`` are called the same way). The server creates instances while it
 runs (:meth:`ModelSpec.instantiate`), never at import.
 """
 
@@ -94,7 +96,9 @@ class ModelSpec:
         Blocking (a class loads its weights here): the server calls it in a pool thread.
         """
         if self.factory is None:
-            return Loaded(self.func)
+            # A callable object (a model a plugin loaded from a file) may have the lifecycle
+            # methods too; it is one object, so it serves every instance of this spec.
+            return Loaded(self.func, warmup=_method(self.func, "warmup"), close=_method(self.func, "close"))
         instance = self.factory()
         return Loaded(
             instance.__call__,
@@ -187,7 +191,7 @@ def _call_method(cls: type, name: str) -> Callable[..., Any]:
     """A class model's ``__call__``, after checking that ``cls()`` needs no arguments."""
     call = inspect.getattr_static(cls, "__call__", None)
     if not inspect.isfunction(call):
-        raise RegistrationError(f"model {name!r}: class {cls.__qualname__} needs a __call__ method (the model)")
+        raise RegistrationError(f"model {name!r}: class {cls.__name__} needs a __call__ method (the model)")
     try:
         init = inspect.signature(cls)
     except (TypeError, ValueError):
@@ -198,7 +202,7 @@ def _call_method(cls: type, name: str) -> Callable[..., Any]:
     ]
     if required:
         raise RegistrationError(
-            f"model {name!r}: the server creates {cls.__qualname__}() with no arguments, but __init__ "
+            f"model {name!r}: the server creates {cls.__name__}() with no arguments, but __init__ "
             f"requires {', '.join(required)}; give them defaults (or read settings in __init__)"
         )
     return call

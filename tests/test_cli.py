@@ -97,6 +97,12 @@ def test_bare_serve_serves_installed_model_packages(tmp_path):
         out = stub.PredictEmbed(pb2.EmbedRequest(x=tensor_proto(pb2, np.ones((2, 16), np.float32))), timeout=10)
         assert list(out.result.shape) == [2, 4]
         assert "scale v2" in server.output()
+        # The class model loaded its weights file after the server bound its port, and warmed up.
+        rows = np.arange(32, dtype=np.float32).reshape(2, 16)
+        scores = stub.PredictClassifier(pb2.ClassifierRequest(x=tensor_proto(pb2, rows)), timeout=10)
+        weights = np.load(site / "blazerpc_example_models" / "weights.npy")
+        np.testing.assert_allclose(array_from_proto(scores.result), rows @ weights, rtol=1e-6)
+        assert "model 'classifier' version '1' ready (load " in server.output()
 
 
 def test_options_read_blazerpc_environment_variables(tmp_path):

@@ -13,6 +13,7 @@ from tests.apps import varied_app
 
 EXPECTED_SERVICES = {
     "blazerpc.InferenceService",
+    "blazerpc.ManagementService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",

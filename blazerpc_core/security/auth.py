@@ -54,6 +54,8 @@ FILE_OPTION = "auth_tokens_file"
 ALL_SERVICES_OPTION = "auth_all_services"
 FILE_ENV = "BLAZERPC_AUTH_TOKENS_FILE"
 TOKENS_ENV = "BLAZERPC_AUTH_TOKENS"
+#: The management service checks its own tokens (``--management-token-file``, else these).
+MANAGEMENT = "/blazerpc.ManagementService/"
 MISSING = "missing credentials: send 'authorization: Bearer <token>' or 'x-api-key: <token>'"
 INVALID = "invalid credentials"
 _SHORT = 16
@@ -204,8 +206,8 @@ def service_guard(checker: TokenChecker) -> Callable[[RecvRequest], Coroutine[An
     inference = f"/{SERVICE_FULL_NAME}/"
 
     async def guard(event: RecvRequest) -> None:
-        if event.method_name.startswith(inference):
-            return  # the middleware answers these, with per-model allow lists
+        if event.method_name.startswith((inference, MANAGEMENT)):
+            return  # the middleware answers inference calls, the management service its own
         token = presented_token(event.metadata)
         if token is None:
             raise GRPCError(Status.UNAUTHENTICATED, MISSING)

@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from blazerpc_core.errors import BlazeError, RegistrationError
+from blazerpc_core.errors import AlreadyExists, BlazeError, NotFound, RegistrationError
 from blazerpc_core.method import SERVICE_FULL_NAME, CompiledModel, Schema
 from blazerpc_core.registry import ModelRegistry
 from blazerpc_core.runtime.policy import Runner
@@ -46,11 +46,25 @@ class ModelState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a model came from: a TARGET, a repository entry, an entry point, or a plugin."""
+    """Where a model came from, so a reload can go back there.
+
+    ``kind`` is ``target`` (a command-line TARGET), ``repository`` (an entry of
+    ``--model-repository``, ``source`` relative to it), ``package`` (an installed
+    ``blazerpc.models`` entry point), ``app`` (objects handed to the server in code) or
+    ``plugin`` (``blazerpc_register_models``). The last two cannot be resolved again: a
+    reload makes new instances of the same models.
+    """
 
     source: str
-    #: Whether the source can be resolved again (for a reload).
-    reloadable: bool = True
+    kind: str = "target"
+
+    @property
+    def reloadable(self) -> bool:
+        return self.kind in ("target", "repository", "package")
+
+
+#: Turns a management ``source`` (origin None) or a known origin (a reload) into models.
+Resolve = Callable[[str, "Origin | None"], tuple[Origin, list[ModelSpec]]]
 
 
 class ModelEntry:
@@ -115,7 +129,7 @@ class ModelHost:
         *,
         compile: Callable[[ModelSpec], CompiledModel],
         make_runner: Callable[[CompiledModel, Loaded], Runner],
-        resolve: Callable[[str], list[ModelSpec]],
+        resolve: Resolve,
         pool: Executor,
     ) -> None:
         self._compile = compile
@@ -127,6 +141,8 @@ class ModelHost:
         self.entries: dict[tuple[str, str], ModelEntry] = {}
         #: Models that failed to load and are not served, for status listings.
         self.failed: dict[tuple[str, str], ModelEntry] = {}
+        #: Models being loaded by a change not yet swapped in, for status listings.
+        self.loading: dict[tuple[str, str], ModelEntry] = {}
         self.schema: Schema = assemble_schema({}, [])
         #: Called after every swap, with the new schema.
         self.listeners: list[Callable[[Schema], None]] = []
@@ -181,19 +197,37 @@ class ModelHost:
         return [self.entries[(s.name, s.version)] for s in self.registry.versions(name)]
 
     def all_entries(self) -> list[ModelEntry]:
-        """Served and failed entries, by name and version."""
+        """Served, loading and failed entries, by name and version."""
         served = [self.entries[(s.name, s.version)] for s in self.registry]
-        return sorted([*served, *self.failed.values()], key=lambda e: (e.spec.name, e.spec.version))
+        listed = {e.key: e for e in [*self.failed.values(), *self.loading.values(), *served]}
+        return sorted(listed.values(), key=lambda e: (e.spec.name, e.spec.version))
 
     def rebuild(self) -> Schema:
         """Assemble the schema of the registered models in a fresh pool and tell the listeners."""
-        models = {key: entry.model for key, entry in self.entries.items()}
-        self.schema = assemble_schema(models, self.registry.rpcs())
+        return self._publish(self._assemble(self.entries, self.registry))
+
+    def _assemble(self, entries: dict[tuple[str, str], ModelEntry], registry: ModelRegistry) -> Schema:
+        """The schema of ``entries`` served as ``registry`` says, with every plugin service's file in its pool.
+
+        Raises RegistrationError (changing nothing) when the models cannot be served
+        together, e.g. a model's message name clashes with a plugin service's.
+        """
+        models = {key: entry.model for key, entry in entries.items()}
+        schema = assemble_schema(models, registry.rpcs())
         for file in self._files:
-            self.schema.pool.Add(file)
+            try:
+                schema.pool.Add(file)
+            except (TypeError, ValueError) as exc:
+                raise RegistrationError(
+                    f"the models' protobuf names clash with service file {file.name!r}: {exc}; rename the model"
+                ) from None
+        return schema
+
+    def _publish(self, schema: Schema) -> Schema:
+        self.schema = schema
         for listener in self.listeners:
-            listener(self.schema)
-        return self.schema
+            listener(schema)
+        return schema
 
     # -- instances -------------------------------------------------------------------------
 
@@ -285,54 +319,67 @@ class ModelHost:
 
     # -- changes while serving (the management service) ----------------------------------
 
-    async def load(self, source: str, origin: Origin) -> list[ModelEntry]:
+    async def load(self, source: str) -> list[ModelEntry]:
         """Load every model ``source`` names, warm them, then serve them all at once.
 
-        Refuses (RegistrationError) a model already served or whose rpc would collide; a
-        model that fails to start fails the whole load and nothing changes.
+        Refuses (AlreadyExists) a model already served and (RegistrationError) one whose
+        rpc or message names would collide; a model that fails to start fails the whole
+        load and nothing changes.
         """
         async with self.lock:
-            specs = await self._resolve(source)
-            trial = self.registry.copy()
+            origin, specs = await self._resolve(source, None)
+            registry = self.registry.copy()
             for spec in specs:
                 if self.entries.get((spec.name, spec.version)) is not None:
-                    raise RegistrationError(f"model {spec.label} is already loaded; reload it instead")
-                trial.register(spec)
+                    raise AlreadyExists(f"model {spec.label} is already loaded; reload it instead")
+                registry.register(spec)
             fresh = [ModelEntry(spec, self._compile(spec), origin) for spec in specs]
-            await self._start_all(fresh)
+            entries = {**self.entries, **{entry.key: entry for entry in fresh}}
+            schema = self._assemble(entries, registry)
+            self.loading.update({entry.key: entry for entry in fresh})
+            try:
+                await self._start_all(fresh)
+            finally:
+                for entry in fresh:
+                    self.loading.pop(entry.key, None)
+            self.registry, self.entries = registry, entries
             for entry in fresh:
-                self.registry.register(entry.spec)
-                self.entries[entry.key] = entry
                 self.failed.pop(entry.key, None)
-            self.rebuild()
+            self._publish(schema)
             return fresh
 
     async def reload(self, name: str, version: str | None) -> list[ModelEntry]:
         """New instances of ``name`` (one version, or all), warmed beside the old ones, then swapped in.
 
-        The source is resolved again (a changed file is imported anew), so a reload may
-        change the signature; the schema follows. If anything fails, the old instances
-        keep serving and the error is raised.
+        A reloadable source is resolved again (a changed file is imported anew), so a
+        reload may change the signature; the schema follows. If anything fails, the old
+        instances keep serving and the error is raised.
         """
         async with self.lock:
             current = self.matching(name, version)
             if not current:
-                raise LookupError(name if not version else f"{name} version {version}")
+                raise NotFound(f"model {name!r}{f' version {version!r}' if version else ''} is not loaded")
             replacements: list[tuple[ModelEntry, ModelEntry]] = []
-            resolved: dict[str, list[ModelSpec]] = {}
+            resolved: dict[Origin, list[ModelSpec]] = {}
             for old in current:
                 spec = old.spec
                 if old.origin.reloadable:
-                    if old.origin.source not in resolved:
-                        resolved[old.origin.source] = await self._resolve(old.origin.source)
-                    spec = _pick(resolved[old.origin.source], old.spec)
+                    if old.origin not in resolved:
+                        resolved[old.origin] = (await self._resolve(old.origin.source, old.origin))[1]
+                    spec = _pick(resolved[old.origin], old.spec)
                 replacements.append((old, ModelEntry(spec, self._compile(spec), old.origin)))
-            await self._start_all([new for _, new in replacements])
+            registry = self.registry.copy()
+            entries = dict(self.entries)
             for old, new in replacements:
-                self.registry.unregister(*old.key)
-                self.registry.register(new.spec)
-                self.entries[new.key] = new
-            self.rebuild()
+                registry.unregister(*old.key)
+                registry.register(new.spec)
+                entries[new.key] = new
+            if (chosen := self.registry.chosen_default(name)) is not None and registry.get(name, chosen):
+                registry.set_default(name, chosen)
+            schema = self._assemble(entries, registry)
+            await self._start_all([new for _, new in replacements])
+            self.registry, self.entries = registry, entries
+            self._publish(schema)
             for old, _ in replacements:
                 old.state = ModelState.UNLOADING
                 self.retire_later(old)
@@ -343,11 +390,17 @@ class ModelHost:
         async with self.lock:
             gone = self.matching(name, version)
             if not gone:
-                raise LookupError(name if not version else f"{name} version {version}")
+                raise NotFound(f"model {name!r}{f' version {version!r}' if version else ''} is not loaded")
+            registry = self.registry.copy()
+            entries = dict(self.entries)
+            for entry in gone:
+                registry.unregister(*entry.key)
+                del entries[entry.key]
+            schema = self._assemble(entries, registry)
+            self.registry, self.entries = registry, entries
             for entry in gone:
                 entry.state = ModelState.UNLOADING
-                self._forget(entry)
-            self.rebuild()
+            self._publish(schema)
             for entry in gone:
                 self.retire_later(entry)
             return gone
@@ -357,16 +410,20 @@ class ModelHost:
         async with self.lock:
             entry = self.entries.get((name, version))
             if entry is None:
-                raise LookupError(f"{name} version {version}")
-            self.registry.set_default(name, version)
-            self.rebuild()
+                raise NotFound(f"model {name!r} version {version!r} is not loaded")
+            registry = self.registry.copy()
+            registry.set_default(name, version)
+            schema = self._assemble(self.entries, registry)
+            self.registry = registry
+            self._publish(schema)
             return entry
 
-    async def _resolve(self, source: str) -> list[ModelSpec]:
-        specs: list[ModelSpec] = await self._in_pool(lambda: self.resolve_source(source))
-        if not specs:
-            raise RegistrationError(f"source {source!r} defines no model")
-        return specs
+    async def _resolve(self, source: str, origin: Origin | None) -> tuple[Origin, list[ModelSpec]]:
+        """The models a source names, resolved in the pool (it imports code and may load files)."""
+        found: tuple[Origin, list[ModelSpec]] = await self._in_pool(lambda: self.resolve_source(source, origin))
+        if not found[1]:
+            raise NotFound(f"source {source!r} defines no model")
+        return found
 
     async def _start_all(self, fresh: Iterable[ModelEntry]) -> None:
         started: list[ModelEntry] = []

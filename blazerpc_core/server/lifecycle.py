@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+import grpclib.const
 import grpclib.events
 
 from blazerpc_core.context import Health, ServerContext
@@ -26,7 +27,7 @@ from blazerpc_core.errors import RegistrationError, StartupError
 from blazerpc_core.method import SERVICE_FULL_NAME, Schema
 from blazerpc_core.server.calls import CallSteps
 from blazerpc_core.server.host import MODEL_HEALTH_PREFIX, ModelEntry, ModelHost, ModelState
-from blazerpc_core.server.routes import Route, routes_for
+from blazerpc_core.server.routes import Route, gone_handler, routes_for
 from blazerpc_core.server.wire import WireLimits, WireServer
 from blazerpc_core.settings import ServeSettings
 
@@ -68,6 +69,9 @@ class BlazeServer:
         _check_paths(self._services)
         host.services = [SERVICE_FULL_NAME, *(_service_name(s) for s in self._services)]
         self.routes: dict[str, Route] = {}
+        #: rpcs of models unloaded while serving: answered NOT_FOUND naming the model.
+        self._gone: dict[str, grpclib.const.Handler] = {}
+        self._health_names: set[str] = set()
         self._server: WireServer | None = None
         self._serving = False
         host.listeners.append(self._swap)
@@ -99,22 +103,34 @@ class BlazeServer:
         return health
 
     def _swap(self, schema: Schema) -> None:
-        """The host changed the served models: new routes, and per-model health."""
+        """The host changed the served models: new routes (and a clear answer on the rpcs that went), health."""
+        previous = self.routes
         self.routes = routes_for(schema.methods, self.host, self.steps, self.context.middleware)
+        for path, route in previous.items():
+            if path not in self.routes:
+                self._gone[path] = gone_handler(route.method, route.entry)
+        for path in self.routes:
+            self._gone.pop(path, None)
         if self._server is not None:
-            self._server.replace_routes(INFERENCE_PREFIX, {p: r.handler for p, r in self.routes.items()})
+            self._server.replace_routes(INFERENCE_PREFIX, self._handlers())
         if self.context.health is not None:
             self._model_health()
 
+    def _handlers(self) -> dict[str, grpclib.const.Handler]:
+        return {**self._gone, **{path: route.handler for path, route in self.routes.items()}}
+
     def _model_health(self) -> None:
+        """``blazerpc.model.<name>``: SERVING while the name's default version is ready (and the server serves)."""
         health = self.health
-        for name in self.host.registry.names():
+        names = set(self.host.registry.names())
+        for name in names:
             entry = self.host.entry(name)
             ready = entry is not None and entry.state is ModelState.READY and self._serving
             health.set(MODEL_HEALTH_PREFIX + name, SERVING if ready else NOT_SERVING)
-        for entry in self.host.failed.values():
-            if not self.host.registry.versions(entry.spec.name):
-                health.set(MODEL_HEALTH_PREFIX + entry.spec.name, NOT_SERVING)
+        gone = {e.spec.name for e in self.host.failed.values()} | self._health_names
+        for name in gone - names:
+            health.set(MODEL_HEALTH_PREFIX + name, NOT_SERVING)
+        self._health_names = names | gone
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -127,7 +143,7 @@ class BlazeServer:
         """
         settings = self.settings
         server = self._server = WireServer(self._services, limits=self.limits)
-        server.replace_routes(INFERENCE_PREFIX, {p: r.handler for p, r in self.routes.items()})
+        server.replace_routes(INFERENCE_PREFIX, self._handlers())
         for listener in self.context.request_listeners:
             grpclib.events.listen(server, grpclib.events.RecvRequest, listener)
         for name in self.host.services:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpclib.const
+from grpclib.const import Status
 from grpclib.server import Stream
 
 from blazerpc_core.call import CallNext, Middleware, compose
@@ -21,6 +22,7 @@ from blazerpc_core.method import CompiledMethod
 from blazerpc_core.server import streaming
 from blazerpc_core.server.calls import Call, CallSteps, raise_refused, raise_unread, submit, unary
 from blazerpc_core.server.host import ModelEntry, ModelHost
+from blazerpc_core.server.status import cap_message
 from blazerpc_core.spec import Streaming
 
 _CARDINALITY = {
@@ -101,3 +103,18 @@ def routes_for(
         entry = host.entries[(method.spec.name, method.spec.version)]
         routes[method.path] = Route(method, entry, steps, middleware)
     return routes
+
+
+def gone_handler(method: CompiledMethod, entry: ModelEntry) -> grpclib.const.Handler:
+    """What an rpc answers once its model is no longer served: NOT_FOUND naming the model and why."""
+    if entry.error:
+        why = f"model {entry.label} failed to load ({entry.error})"
+    else:
+        why = f"model {entry.label} was unloaded"
+    message = cap_message(f"{why}; {method.rpc} is not served")
+
+    async def handle(stream: Stream[Any, Any]) -> None:
+        await stream.send_trailing_metadata(status=Status.NOT_FOUND, status_message=message)
+
+    cardinality = _CARDINALITY[method.spec.streaming]
+    return grpclib.const.Handler(handle, cardinality, method.request_type, method.response_type)

@@ -30,7 +30,7 @@ import pytest
 from blazerpc_core.testing.batching import BatchRecorder
 from blazerpc_core.testing.cli import ServeProcess, cli_stubs, run_cli, serve_cli
 from blazerpc_core.testing.servers import RunningServer, free_port, start_server
-from blazerpc_core.testing.stubs import Stubs, compile_stubs
+from blazerpc_core.testing.stubs import Stubs, compile_stubs, management_stubs
 from blazerpc_core.testing.tensors import array_from_proto, tensor_proto
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "cli_stubs",
     "compile_stubs",
     "free_port",
+    "management_stubs",
     "run_cli",
     "serve_cli",
     "start_server",

@@ -24,17 +24,17 @@ class Stubs:
     pb2_grpc: types.ModuleType
 
 
-def compile_stubs(proto_text: str, directory: Path | None = None) -> Stubs:
-    """Compile ``proto_text`` with grpc_tools.protoc and import it with a private pool."""
+def compile_stubs(proto_text: str, directory: Path | None = None, *, file_name: str = FILE_NAME) -> Stubs:
+    """Compile ``proto_text`` (saved as ``file_name``) with grpc_tools.protoc and import it with a private pool."""
     directory = Path(directory or tempfile.mkdtemp(prefix="blazerpc-stubs-"))
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / FILE_NAME).write_text(proto_text)
+    (directory / file_name).write_text(proto_text)
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{directory}", f"--python_out={directory}",
-         f"--grpc_python_out={directory}", str(directory / FILE_NAME)],
+         f"--grpc_python_out={directory}", str(directory / file_name)],
         check=True, capture_output=True,
     )
-    stem = FILE_NAME.removesuffix(".proto")
+    stem = file_name.removesuffix(".proto")
     tag = f"_blazerpc_stub_{abs(hash(str(directory)))}"
     pb2_path = directory / f"{stem}_pb2.py"
     pb2_path.write_text(
@@ -53,3 +53,11 @@ def _import(name: str, path: Path) -> types.ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def management_stubs(directory: Path | None = None) -> Stubs:
+    """grpcio stubs of ``blazerpc.ManagementService`` (``ManagementServiceStub``, ``ModelRef``, ...)."""
+    from blazerpc_core.defaults.management.descriptors import management_file
+    from blazerpc_core.schema.proto_text import render_proto
+
+    return compile_stubs(render_proto(management_file()), directory, file_name="management.proto")

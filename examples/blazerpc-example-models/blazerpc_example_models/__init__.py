@@ -1,6 +1,8 @@
-"""Example models: a text model, a tensor model and two versions of one model."""
+"""Example models: a text model, a tensor model, a class model with a weights file, two versions of one model."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +13,7 @@ app = BlazeApp()
 _POSITIVE = {"good", "great", "excellent", "love", "nice"}
 _NEGATIVE = {"bad", "awful", "terrible", "hate", "poor"}
 _PROJECTION = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+WEIGHTS = Path(__file__).with_name("weights.npy")
 
 
 @app.model("text-sentiment")
@@ -40,3 +43,25 @@ def scale_v1(x: float) -> float:
 def scale_v2(x: float, factor: float = 3.0) -> float:
     """Version 2 takes the factor as an input; when the client leaves it out it is 3."""
     return x * factor
+
+
+@app.model("classifier", max_batch_size=32)
+class Classifier:
+    """Three class scores per row of 16 features, from a weights file.
+
+    The server creates it after binding its port (health says NOT_SERVING meanwhile),
+    runs ``warmup`` before it is ready, and calls ``close`` when the instance is retired
+    (an unload or a reload). Importing the package loads nothing.
+    """
+
+    def __init__(self) -> None:
+        self.weights = np.load(WEIGHTS)
+
+    def warmup(self) -> None:
+        self(np.zeros((1, 16), np.float32))
+
+    def __call__(self, x: TensorInput[np.float32, "batch", 16]) -> TensorOutput[np.float32, "batch", 3]:
+        return x @ self.weights
+
+    def close(self) -> None:
+        del self.weights
