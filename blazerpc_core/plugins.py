@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("python-targets", "blazerpc_core.defaults.targets"),
     ("health", "blazerpc_core.defaults.health"),
     ("reflection", "blazerpc_core.defaults.reflection"),
+    ("management", "blazerpc_core.defaults.management"),
     ("error-map", "blazerpc_core.defaults.error_map"),
     # Middleware plugins: their order here is the chain's order, outermost first.
     ("request-id", "blazerpc_core.observability.request_id"),
@@ -40,6 +41,8 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("metrics", "blazerpc_core.observability.metrics"),
     ("auth", "blazerpc_core.security.auth"),
     ("rate-limit", "blazerpc_core.security.ratelimit"),
+    # Last, so its statistics middleware is innermost: it counts calls that reached a model.
+    ("open-inference", "blazerpc_core.defaults.open_inference"),
 )
 #: Defaults the server cannot work without: they can be overridden by a plugin, never disabled.
 ESSENTIAL = frozenset({"builtin-types", "tensors", "batching", "python-targets", "health", "reflection"})
