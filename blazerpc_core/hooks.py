@@ -1,7 +1,8 @@
 """Every hook call goes through :class:`Hooks`: one typed method per hook.
 
-pluggy calls implementations last-registered first; collectors here return results in
-registration order (built-in plugins first, then installed ones, then the app's).
+pluggy calls implementations last-registered first; collectors here join answers in
+registration order (built-in plugins first, then installed ones, then the app's), with
+``tryfirst`` implementations before all others and ``trylast`` ones after.
 Lifecycle hooks keep pluggy's order, so ``tryfirst``/``trylast`` decide who goes first,
 and an awaitable answer is awaited before the next one runs. No other module calls
 ``pm.hook`` directly.
@@ -63,15 +64,32 @@ class Hooks:
         return policy
 
     def middleware(self, settings: ServeSettings) -> list[Middleware]:
-        return [m for batch in self._hook.blazerpc_middleware(settings=settings)[::-1] if batch for m in batch]
+        """The chain, outermost first: ``tryfirst`` plugins, then the rest in registration order, then ``trylast``."""
+        return self._collect("blazerpc_middleware", settings=settings)
 
     def services(self, context: ServerContext) -> list[Any]:
-        return [s for batch in self._hook.blazerpc_services(context=context)[::-1] if batch for s in batch]
+        return self._collect("blazerpc_services", context=context)
 
     # -- command line ---------------------------------------------------------------
 
     def cli_options(self) -> list[click.Option]:
-        return [o for batch in self._hook.blazerpc_cli_options()[::-1] if batch for o in batch]
+        return self._collect("blazerpc_cli_options")
+
+    def _collect(self, name: str, **kwargs: Any) -> list[Any]:
+        """Every implementation's answer (a list or None), joined: ``tryfirst`` ones first, ``trylast`` ones last,
+        registration order within each group."""
+        impls = [i for i in getattr(self._hook, name).get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        ordered = (
+            [i for i in impls if i.tryfirst]
+            + [i for i in impls if not (i.tryfirst or i.trylast)]
+            + sorted((i for i in impls if i.trylast), key=impls.index, reverse=True)
+        )
+        joined: list[Any] = []
+        for impl in ordered:
+            answer = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            if answer:
+                joined.extend(answer)
+        return joined
 
     # -- lifecycle ------------------------------------------------------------------
 
