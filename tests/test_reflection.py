@@ -17,6 +17,7 @@ EXPECTED_SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "inference.GRPCInferenceService",
 }
 
 
