@@ -34,7 +34,10 @@ from blazerpc_core.registry import ModelRegistry
 from blazerpc_core.runtime.executor import Invoker, ModelPool, default_model_concurrency
 from blazerpc_core.runtime.plan import batch_plan
 from blazerpc_core.runtime.policy import Runner
-from blazerpc_core.schema.builder import assemble_schema, compile_model
+from blazerpc_core.schema.builder import Renumber, assemble_schema, compile_model
+from blazerpc_core.schema.compat import Numbering, exported_differences
+from blazerpc_core.schema.lock import Lock, read_lock
+from blazerpc_core.schema.proto_text import render_proto
 from blazerpc_core.server.calls import CallSteps
 from blazerpc_core.server.foreign import ModelCalls
 from blazerpc_core.server.gate import Gate
@@ -86,6 +89,8 @@ class Assembly:
     compiler: Compiler
     #: Where each registered model came from, by (name, version).
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
+    #: The field numbers promised: ``--schema-lock``, or the locks model packages ship (docs/schema.md).
+    lock: Lock | None = None
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -94,9 +99,16 @@ class Assembly:
     def compiled(self) -> dict[tuple[str, str], CompiledModel]:
         return {(spec.name, spec.version): self.compiler.compile(spec) for spec in self.registry}
 
-    def schema(self) -> Schema:
-        """The schema these models are served with (what ``blazerpc proto`` writes)."""
-        return assemble_schema(self.compiled(), self.registry.rpcs())
+    def numbering(self) -> Numbering:
+        """The numbering a server of these models starts with: the lock's numbers, breaking changes refused."""
+        return Numbering(self.lock, allow_breaking=self.settings.allow_breaking)
+
+    def schema(self, number: Renumber | None = None) -> Schema:
+        """The schema these models are served with (what ``blazerpc proto`` writes).
+
+        Numbered through the lock (a breaking change raises) unless ``number`` numbers it.
+        """
+        return assemble_schema(self.compiled(), self.registry.rpcs(), number or self.numbering().apply)
 
 
 def assemble(
@@ -142,9 +154,35 @@ def assemble(
             registry.register(spec)
             origins[(spec.name, spec.version)] = item.origin
     hooks.register_models(registry.register)
-    assembly = Assembly(hooks, settings, found, registry, Compiler(hooks), origins)
+    assembly = Assembly(hooks, settings, found, registry, Compiler(hooks), origins, schema_lock(settings, found))
     assembly.compiled()
     return assembly
+
+
+def schema_lock(settings: ServeSettings, found: Iterable[Discovered]) -> Lock | None:
+    """``--schema-lock``, or else every lock the model packages served ship, as one; None without any."""
+    if settings.schema_lock:
+        return read_lock(settings.schema_lock)
+    lock = None
+    for item in found:
+        if item.lock:
+            shipped = read_lock(item.lock)
+            lock = shipped if lock is None else lock.merged(shipped)
+    return lock
+
+
+def _warn_unlocked(assembly: Assembly) -> None:
+    """Served without a lock: say so when a lock or an exported .proto beside a TARGET file differs."""
+    directories = []
+    for item in assembly.found:
+        where = item.source if Path(item.source).exists() else item.source.partition(":")[0]
+        if item.kind == "target" and Path(where).exists():  # a file.py[:attr] or model-file TARGET
+            directories.append(Path(where).resolve().parent)
+    if directories:
+        schema = assembly.schema()
+        for warning in exported_differences(directories, schema.file, assembly.registry.rpcs(),
+                                            render_proto(schema.file)):
+            log.warning("%s", warning)
 
 
 def discover_sources(targets: Iterable[str], settings: ServeSettings, hooks: Hooks) -> list[Discovered]:
@@ -232,6 +270,9 @@ def _server(assembly: Assembly) -> BlazeServer:
     for spec in assembly.registry:
         host.add(spec, assembly.origins.get((spec.name, spec.version), Origin("plugin", "plugin")))
     host.set_defaults_from(assembly.registry)
+    host.numbering = assembly.numbering()  # the first schema (BlazeServer's) refuses what breaks the lock
+    if assembly.lock is None:
+        _warn_unlocked(assembly)
     context = ServerContext(settings=settings, models=host.registry, pool=pool, errors=errors, descriptors=host)
     context_holder.append(context)
     context.host = host

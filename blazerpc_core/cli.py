@@ -27,6 +27,8 @@ from blazerpc_core.hooks import Hooks
 from blazerpc_core.method import FILE_NAME
 from blazerpc_core.observability.logformat import LEVELS, configure_logging
 from blazerpc_core.plugins import describe_plugins, disabled_from_env, make_plugin_manager
+from blazerpc_core.schema.compat import compare, read_reference
+from blazerpc_core.schema.lock import lock_of, write_lock
 from blazerpc_core.schema.proto_text import render_proto
 from blazerpc_core.server.host import ModelEntry
 from blazerpc_core.server.lifecycle import BlazeServer
@@ -147,6 +149,12 @@ def serve_options() -> list[Any]:
         _option("--compression", env="COMPRESSION", type=click.Choice(["identity", "gzip"]), default="identity",
                 show_default=True, help="gzip: compress responses for clients that accept gzip; identity: only "
                                         "when the client compressed its request. Requests may always be gzip."),
+        # Schema evolution: docs/schema.md.
+        _option("--schema-lock", env="SCHEMA_LOCK", type=click.Path(dir_okay=False), default=None,
+                help="Keep the field numbers of this lock (from `blazerpc proto --lock`); new fields get unused "
+                     "numbers, removed ones are reserved, breaking changes are refused [a model package's own lock]."),
+        _option("--allow-breaking", env="ALLOW_BREAKING", is_flag=True, default=False,
+                help="Serve even when the schema breaks clients of the lock (each change is logged as a warning)."),
     ]
 
 
@@ -324,6 +332,10 @@ def _serve(targets: tuple[str, ...], options: dict[str, Any], plugin_names: list
     # instead of crashing N workers in a restart loop.
     assembly = _assembly(loaded, targets, settings)
     if supervising:
+        try:
+            assembly.schema()  # a breaking schema change is refused once, before any worker starts
+        except RegistrationError as exc:
+            raise click.ClickException(str(exc)) from exc
         # Workers re-execute this command line; see blazerpc_core.server.supervisor.
         sys.exit(supervise(sys.argv[1:], settings.workers, grace_period=settings.drain_delay + settings.grace_period))
     try:
@@ -406,20 +418,45 @@ def make_cli(argv: Sequence[str] | None = None) -> click.Group:
     @click.argument("targets", nargs=-1)
     @click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
                   help="Directory to write blaze_service.proto into.")
-    def proto(targets: tuple[str, ...], output_dir: str, **options: Any) -> None:
+    @click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None,
+                  help="Schema lock (e.g. blaze_service.lock): its field numbers are kept, then it is written with "
+                       "this schema (new fields appended, removed ones reserved); breaking changes are refused.")
+    @click.option("--check-against", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Write nothing: list the changes since OLD (a .proto, read with grpcio-tools, or a lock) and "
+                       "exit 1 if one breaks clients. A lock here (or --lock) numbers the schema, as serve would.")
+    @click.option("--allow-breaking", is_flag=True, default=False,
+                  help="Write the schema and lock even when they break clients of the lock (each change is logged).")
+    def proto(
+        targets: tuple[str, ...], output_dir: str, lock_file: str | None, check_against: str | None,
+        allow_breaking: bool, **options: Any,
+    ) -> None:
         """Write the served schema as blaze_service.proto (compiles with protoc unchanged).
 
         Takes --name and the plugin options serve takes, so TARGET(s) load as serve loads them.
+        With --lock, field numbers never change silently (docs/schema.md).
         """
-        assembly = _assembly(loaded, targets, target_settings(options, plugin_names()))
+        settings = target_settings(options, plugin_names())
+        settings.allow_breaking = allow_breaking
+        if lock_file and Path(lock_file).exists():
+            settings.schema_lock = lock_file
+        elif check_against and not check_against.endswith(".proto"):
+            settings.schema_lock = check_against
+        assembly = _assembly(loaded, targets, settings)
+        numbering = assembly.numbering()
         try:
-            schema = assembly.schema()
+            if check_against is not None:
+                click.get_current_context().exit(_check_against(assembly, check_against))
+            schema = assembly.schema(numbering.apply)
         except RegistrationError as exc:
             raise click.ClickException(str(exc)) from exc
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / FILE_NAME).write_text(render_proto(schema.file))
         click.echo(str(out / FILE_NAME))
+        if lock_file:
+            numbering.remember(schema.file, assembly.registry.rpcs())
+            write_lock(numbering.promised, lock_file)
+            click.echo(lock_file)
 
     @cli.command("models")
     @click.argument("targets", nargs=-1)
@@ -466,6 +503,21 @@ def make_cli(argv: Sequence[str] | None = None) -> click.Group:
     for command in client_commands():
         cli.add_command(command)
     return cli
+
+
+def _check_against(assembly: Assembly, reference: str) -> int:
+    """``proto --check-against``: print each change since ``reference``; 1 when one breaks clients."""
+    old = read_reference(reference)
+    schema = assembly.schema(assembly.numbering().renumber)
+    changes = compare(old, lock_of(schema.file, assembly.registry.rpcs()))
+    for change in changes:
+        click.echo(f"{'BREAKING' if change.breaking else 'ok'}  {change}")
+    breaking = sum(c.breaking for c in changes)
+    if breaking:
+        click.echo(f"{breaking} breaking change(s) against {reference}", err=True)
+        return 1
+    click.echo(f"no breaking change against {reference} ({len(changes)} compatible)", err=True)
+    return 0
 
 
 def target_settings(options: dict[str, Any], plugin_names: list[str]) -> ServeSettings:

@@ -121,6 +121,11 @@ class ServeSettings:
     management_token_file: str | None = None
     #: ``gzip``: compress responses for clients that accept it; ``identity``: only when the request was.
     compression: str = "identity"
+    #: ``--schema-lock``: the lock file whose field numbers are kept (docs/schema.md); None: a model
+    #: package's shipped lock, or none.
+    schema_lock: str | None = None
+    #: ``--allow-breaking``: serve a schema that breaks the lock's clients (each change is logged).
+    allow_breaking: bool = False
 
     @property
     def max_message_bytes(self) -> int:

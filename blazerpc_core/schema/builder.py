@@ -124,14 +124,20 @@ def _resolve_for(types: ModelTypes, spec: ModelSpec, where: str, annotation: Any
 
 #: (rpc name, message prefix, spec) for every rpc, as ``ModelRegistry.rpcs()`` lists them.
 Rpcs = Sequence[tuple[str, str, ModelSpec]]
+#: Renumbers the assembled file before it is served (may raise to refuse it): the schema lock,
+#: :class:`blazerpc_core.schema.compat.Numbering`.
+Renumber = Callable[[descriptor_pb2.FileDescriptorProto, Rpcs], object]
 
 
-def assemble_schema(models: Mapping[tuple[str, str], CompiledModel], rpcs: Rpcs) -> Schema:
+def assemble_schema(
+    models: Mapping[tuple[str, str], CompiledModel], rpcs: Rpcs, number: Renumber | None = None
+) -> Schema:
     """One file, pool and set of message classes serving ``rpcs`` with their compiled ``models``.
 
     ``models`` is keyed by (name, version). Declared types are shared between models when
     they were declared for the same key (a dataclass, ``TensorProto``); two different
-    types with one protobuf name are refused, naming both.
+    types with one protobuf name are refused, naming both. Fields are numbered by
+    declaration order unless ``number`` (the schema lock) numbers them.
     """
     file = descriptor_pb2.FileDescriptorProto(name=FILE_NAME, package=PACKAGE, syntax="proto3")
     owners: dict[str, Any] = {}
@@ -169,6 +175,8 @@ def assemble_schema(models: Mapping[tuple[str, str], CompiledModel], rpcs: Rpcs)
             client_streaming=shape.client_streams or None,
             server_streaming=shape.server_streams or None,
         )
+    if number is not None:
+        number(file, rpcs)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     methods = [

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from blazerpc_core.errors import RegistrationError
+from blazerpc_core.errors import FailedPrecondition, RegistrationError
 from blazerpc_core.method import FILE_NAME
 from blazerpc_core.naming import model_label
 from blazerpc_core.schema.builder import Rpcs
@@ -61,16 +61,21 @@ class Change:
         return f"{self.subject}: {self.text}"
 
 
-class BreakingChanges(RegistrationError):
-    """Refused: changes that would break deployed clients (``--allow-breaking`` accepts them)."""
+class BreakingChanges(RegistrationError, FailedPrecondition):
+    """Refused: changes that would break deployed clients (``--allow-breaking`` accepts them).
+
+    At start it is a registration error; a reload or load refused while serving answers
+    FAILED_PRECONDITION (the old models keep serving).
+    """
 
     def __init__(self, against: str, changes: list[Change]) -> None:
         self.changes = changes
         listed = "\n".join(f"  - {c}" for c in changes)
-        super().__init__(
+        self.message = (
             f"{len(changes)} breaking schema change(s) against {against}; clients built from it would break:\n"
             f"{listed}\nRevert them, or pass --allow-breaking once every client is rebuilt (docs/schema.md)."
         )
+        RegistrationError.__init__(self, self.message)
 
 
 # -- the comparison -----------------------------------------------------------------------------

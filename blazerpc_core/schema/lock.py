@@ -26,7 +26,7 @@ is one line per fact, sorted, so a review diff shows exactly what changed::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -343,7 +343,9 @@ class _Parser:
         label, kind = (args[2], args[3]) if len(args) == 4 else ("", args[2])
         if not _TYPE.match(kind):
             raise self.fail(f"{kind!r} is not a field type")
-        if number == 0 or number in message.by_number() or name in message.by_name():
+        if number == 0:
+            raise self.fail("field numbers start at 1")
+        if number in message.by_number() or name in message.by_name():
             raise self.fail(f"field {number} {name}: its number or name is used twice in {message.name}")
         if message.reserved_number(number) is not None or name in message.reserved_names():
             raise self.fail(f"field {number} {name} of {message.name} is also reserved")
@@ -540,10 +542,3 @@ def updated_lock(old: Lock, now: Lock) -> Lock:
     enums = {**old.enums, **now.enums}
     return Lock(messages, enums, dict(now.rpcs), now.package, old.source or now.source)
 
-
-def locks_by_name(locks: Mapping[str, Lock]) -> Lock | None:
-    """Several locks (one per model package) as one; None when there are none."""
-    merged: Lock | None = None
-    for lock in locks.values():
-        merged = lock if merged is None else merged.merged(lock)
-    return merged

@@ -29,6 +29,7 @@ from blazerpc_core.method import SERVICE_FULL_NAME, CompiledModel, Schema
 from blazerpc_core.registry import ModelRegistry
 from blazerpc_core.runtime.policy import Runner
 from blazerpc_core.schema.builder import assemble_schema
+from blazerpc_core.schema.compat import Numbering
 from blazerpc_core.spec import Loaded, ModelSpec
 
 log = logging.getLogger("blazerpc.models")
@@ -144,6 +145,9 @@ class ModelHost:
         #: Models being loaded by a change not yet swapped in, for status listings.
         self.loading: dict[tuple[str, str], ModelEntry] = {}
         self.schema: Schema = assemble_schema({}, [])
+        #: Field numbers kept across every schema served (the lock's, then those given since):
+        #: a reload never renumbers a field, and a change that breaks clients is refused.
+        self.numbering = Numbering()
         #: Called after every swap, with the new schema.
         self.listeners: list[Callable[[Schema], None]] = []
         #: Names of every service the server hosts (for reflection), set by the server.
@@ -213,7 +217,7 @@ class ModelHost:
         together, e.g. a model's message name clashes with a plugin service's.
         """
         models = {key: entry.model for key, entry in entries.items()}
-        schema = assemble_schema(models, registry.rpcs())
+        schema = assemble_schema(models, registry.rpcs(), self.numbering.apply)
         for file in self._files:
             try:
                 schema.pool.Add(file)
@@ -225,6 +229,7 @@ class ModelHost:
 
     def _publish(self, schema: Schema) -> Schema:
         self.schema = schema
+        self.numbering.remember(schema.file, self.registry.rpcs())
         for listener in self.listeners:
             listener(schema)
         return schema
