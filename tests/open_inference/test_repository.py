@@ -109,6 +109,9 @@ def test_load_errors(explicit):
             client.load_model("base", config='{"max_batch_size": 8}')
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "'config'" in caught.value.message()
         with pytest.raises(InferenceServerException) as caught:
+            client.load_model("../escape.py")
+        assert caught.value.status() == "StatusCode.PERMISSION_DENIED"
+        with pytest.raises(InferenceServerException) as caught:
             client.unload_model("never-loaded")
         assert caught.value.status() == "StatusCode.NOT_FOUND"
         with pytest.raises(InferenceServerException) as caught:

@@ -12,6 +12,7 @@ through :func:`~blazerpc_core.errors.client_text`.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 import sys
 from collections.abc import Sequence
@@ -56,13 +57,15 @@ def decode_inputs(form: TensorForm, request: Any) -> list[Any]:
         raise InvalidArgument(f"model {form.model.label} has no Open Inference tensor form: {form.reason}")
     tensors = request.inputs
     raw = request.raw_input_contents
-    if raw and len(raw) != len(tensors):
+    count = len(tensors)
+    if raw and len(raw) != count:
         raise InvalidArgument(
-            f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; send one per input, in order, "
+            f"raw_input_contents has {len(raw)} entries for {count} inputs; send one per input, in order, "
             "or none and typed contents"
         )
     values: dict[str, Any] = {}
-    for index, tensor in enumerate(tensors):
+    for index in range(count):
+        tensor = tensors[index]
         name = tensor.name
         io = form.input(name)
         if io is None:
@@ -70,9 +73,14 @@ def decode_inputs(form: TensorForm, request: Any) -> list[Any]:
             raise InvalidArgument(f"unknown input {client_text(name)} for model {form.model.label} (inputs: {known})")
         if name in values:
             raise InvalidArgument(f"input {name!r} is given twice")
-        if raw and tensor.HasField("contents"):
-            raise InvalidArgument(f"input {name!r} has typed contents and raw_input_contents both; send one")
-        values[name] = _decode(io, tensor, raw[index] if raw else None)
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"input {name!r} has typed contents and raw_input_contents both; send one")
+            values[name] = _decode(io, tensor, raw[index])
+        else:
+            values[name] = _decode(io, tensor, None)
+    if count == len(form.inputs):  # every input given: the usual case
+        return [values[io.name] for io in form.inputs]
     args = []
     for io in form.inputs:
         if io.name in values:
@@ -127,21 +135,30 @@ def _decode(io: TensorIO, tensor: Any, raw: bytes | None) -> Any:
 
 
 def _checked_shape(shape: Sequence[int], what: str) -> list[int]:
-    if len(shape) > MAX_RANK:
-        raise InvalidArgument(f"{what} has rank {len(shape)}, over the limit of {MAX_RANK}")
     dims = list(shape)
-    for axis, dim in enumerate(dims):
-        if dim < 0:
-            raise InvalidArgument(f"{what} has negative dimension {dim} at axis {axis} in shape {client_text(dims)}")
+    if len(dims) > MAX_RANK:
+        raise InvalidArgument(f"{what} has rank {len(dims)}, over the limit of {MAX_RANK}")
+    if dims and min(dims) < 0:
+        axis = next(i for i, dim in enumerate(dims) if dim < 0)
+        raise InvalidArgument(
+            f"{what} has negative dimension {dims[axis]} at axis {axis} in shape {client_text(dims)}"
+        )
     return dims
 
 
+#: Up to this rank a shape's element count is multiplied out at once: 8 dimensions of at most
+#: 2**63 make a number of 504 bits at most, still cheap (the early-stopping loop covers the rest).
+_SMALL_RANK = 8
+
+
 def _elements(shape: Sequence[int], limit: int) -> int | None:
-    """Elements in ``shape``, or None as soon as the count passes ``limit`` (bounded work for any shape)."""
+    """Elements in ``shape``, or None when the count passes ``limit`` (bounded work for any shape)."""
+    if len(shape) <= _SMALL_RANK:
+        count = math.prod(shape)
+        return None if count > limit else count
+    if 0 in shape:
+        return 0
     count = 1
-    for dim in shape:
-        if dim == 0:
-            return 0
     for dim in shape:
         count *= dim
         if count > limit:
@@ -262,11 +279,13 @@ def encode_outputs(
 
     A value that does not fit its output is the model's fault: INTERNAL, naming the output.
     """
-    values = dict(zip((io.name for io in form.outputs), form.model.result_values(result), strict=True))
+    values = form.model.result_values(result)
+    if wanted is not form.outputs:
+        by_name = dict(zip((io.name for io in form.outputs), values, strict=True))
+        values = [by_name[io.name] for io in wanted]
     outputs: list[dict[str, Any]] = []
     contents: list[bytes] = []
-    for io in wanted:
-        value = values[io.name]
+    for io, value in zip(wanted, values, strict=True):
         if value is None:
             continue  # an optional output the model left empty
         try:

@@ -12,7 +12,6 @@ that entry. Loading a model that is already served reloads it, as Triton does.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from blazerpc_core.security.auth import (
     parse_token_file,
     presented_token,
 )
-from blazerpc_core.server.host import ModelEntry, ModelHost, ModelState, Origin
+from blazerpc_core.server.host import ModelEntry, ModelHost, ModelState
 from blazerpc_core.server.status import public_text
 from blazerpc_core.settings import ServeSettings
 
@@ -126,12 +125,7 @@ class Repository:
             )
         if self._host.registry.versions(name):
             return await _changing(self._host.reload(name, None))
-        source = self._source_for(name)
-        load = self._host.load
-        # The host's load takes an Origin in cores from before the lifecycle issue.
-        if len(inspect.signature(load).parameters) > 1:
-            return await _changing(load(source, Origin(source)))  # type: ignore[call-arg]
-        return await _changing(load(source))
+        return await _changing(self._host.load(self._source_for(name)))
 
     async def unload(self, request: Any) -> list[ModelEntry]:
         self._require_control("RepositoryModelUnload")
