@@ -37,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "open_inference.json"
 WEIGHTS = np.random.default_rng(7).standard_normal((512, 10)).astype(np.float32)
 DISTINCT = 16
-#: PyTriton 0.7 on a machine of the same kind (../shared/PEERS.md), c=64: req/s, p50 ms, p99 ms.
-PYTRITON_C64 = {"rps": 2469, "p50_ms": 26.0, "p99_ms": 37.0}
-NATIVE_MAIN_C64 = {"rps": 2641, "p50_ms": 22.0, "p99_ms": 47.0}
+#: PyTriton 0.7 and blazerpc's native rpc on a quiet machine of the same kind (../shared/PEERS.md), c=64:
+#: req/s, p50 and p99 ms, server CPU µs per request. Server µs/request is what compares across runs
+#: when this machine is busy with other work (req/s then follows the CPU the server gets).
+PYTRITON_C64 = {"rps": 2469, "p50_ms": 26.0, "p99_ms": 37.0, "server_us_per_request": 400}
+NATIVE_MAIN_C64 = {"rps": 2641, "p50_ms": 22.0, "p99_ms": 47.0, "server_us_per_request": 375}
 
 app = BlazeApp()
 
@@ -257,6 +259,8 @@ def _report(rows: list[dict[str, Any]], options: argparse.Namespace, repeats: in
     cost_ratios = [oip["server_us_per_request"] / native["server_us_per_request"]
                    for native, oip in zip(c64[::2], c64[1::2], strict=True)]
     best = {p: statistics.median(r["rps"] for r in c64 if r["protocol"] == p) for p in ("native", "open-inference")}
+    cost = {p: statistics.median(r["server_us_per_request"] for r in c64 if r["protocol"] == p)
+            for p in ("native", "open-inference")}
     summary = {
         "c64_ratio_open_inference_over_native": ratio, "paired_ratios": ratios, "target": 0.9,
         "c64_server_us_per_request_ratio": statistics.median(cost_ratios), "paired_cost_ratios": cost_ratios,
@@ -264,6 +268,8 @@ def _report(rows: list[dict[str, Any]], options: argparse.Namespace, repeats: in
         "verdict": "PASS" if ratio >= 0.9 else "MISS", "median_rps": best,
         "pytriton_c64_from_peers": PYTRITON_C64, "native_main_c64_from_peers": NATIVE_MAIN_C64,
         "open_inference_vs_pytriton": best["open-inference"] / PYTRITON_C64["rps"],
+        "median_server_us_per_request": cost,
+        "open_inference_server_cost_vs_pytriton": cost["open-inference"] / PYTRITON_C64["server_us_per_request"],
         "pinned": pin, "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
         "command": "python -m benchmarks.bench_open_inference" + (" --quick" if options.quick else ""),
     }
@@ -280,7 +286,8 @@ def _report(rows: list[dict[str, Any]], options: argparse.Namespace, repeats: in
           f"max other_cpu {summary['max_other_cpu']:.2f} cores")
     print(f"c=64 ModelInfer / native: {ratio:.3f}x (paired: {', '.join(f'{x:.3f}' for x in ratios)}; target 0.9x) "
           f"{summary['verdict']}; ModelInfer vs PyTriton's {PYTRITON_C64['rps']} req/s (PEERS.md): "
-          f"{summary['open_inference_vs_pytriton']:.2f}x")
+          f"{summary['open_inference_vs_pytriton']:.2f}x; server µs/request {cost['open-inference']:.0f} vs PyTriton's "
+          f"{PYTRITON_C64['server_us_per_request']} ({summary['open_inference_server_cost_vs_pytriton']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,14 @@ def tokens(prompt: str, n: int) -> Iterator[str]:
         yield f"{prompt}-{index}"
 
 
+@app.model("drip")
+def drip(n: int) -> Iterator[int]:
+    """A slow stream: one item every 0.15 s."""
+    for index in range(n):
+        time.sleep(0.15)
+        yield index
+
+
 @app.model("total")
 def total(values: Iterator[float]) -> float:
     """Client streaming: no tensor form."""

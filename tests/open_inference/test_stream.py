@@ -63,6 +63,22 @@ def test_unary_models_answer_each_request_and_errors_do_not_end_the_stream(serve
     assert fifth[0] is None and "NOT_FOUND" in fifth[1].message()  # "four" streamed nothing and asked for no final
 
 
+def test_the_timeout_parameter_ends_a_slow_stream(server):
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    n = grpcclient.InferInput("n", [1], "INT64")
+    n.set_data_from_numpy(np.array([10], dtype=np.int64))
+    with grpcclient.InferenceServerClient(server.address) as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("drip", [n], request_id="slow", timeout=400_000)
+        received = [answers.get(timeout=10)]
+        while received[-1][1] is None:
+            received.append(answers.get(timeout=10))
+        client.stop_stream()
+    items = [result.as_numpy("result").tolist() for result, _ in received[:-1]]
+    assert 1 <= len(items) <= 3 and items == [[i] for i in range(len(items))]
+    assert "DEADLINE_EXCEEDED" in received[-1][1].message() and "400000 µs" in received[-1][1].message()
+
+
 def test_the_asyncio_client_streams_too(server):
     """tritonclient's asyncio stream takes no empty-final flag: the stream ends when the requests do."""
 

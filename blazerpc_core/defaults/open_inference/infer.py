@@ -81,11 +81,11 @@ class Parameters:
                 if deadline is None or mine < deadline:
                     self.deadline = mine
 
-    def bounded(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Enforce the ``timeout`` parameter (the client's own deadline is enforced by the server)."""
+    def expires(self) -> float | None:
+        """When the ``timeout`` parameter ends the call, in loop time (the server enforces the client's own)."""
         if not self.timeout_us or self.deadline is None:
-            return contextlib.nullcontext()
-        return asyncio.timeout(self.deadline.time_remaining())
+            return None
+        return asyncio.get_running_loop().time() + self.deadline.time_remaining()
 
     def timed_out(self, label: str) -> DeadlineExceeded:
         return DeadlineExceeded(f"the request's timeout of {self.timeout_us} µs passed before model {label} answered")
@@ -138,7 +138,7 @@ class Inference:
         parameters = Parameters(request, stream.metadata, stream.deadline)
         decoded = time.perf_counter()
         try:
-            async with parameters.bounded():
+            async with asyncio.timeout_at(parameters.expires()):
                 result = await self._calls.call(
                     entry, args, rpc="ModelInfer", path=self._path(entry.spec.name, entry.spec.version, "ModelInfer"),
                     metadata=parameters.metadata, peer=peer, deadline=parameters.deadline,
@@ -170,19 +170,25 @@ class Inference:
         path = self._path(entry.spec.name, entry.spec.version, "ModelStreamInfer")
         items = self._calls.stream(entry, args, rpc="ModelStreamInfer", path=path, metadata=parameters.metadata,
                                    peer=peer, deadline=parameters.deadline)
+        expires = parameters.expires()
         try:
-            async with parameters.bounded():
-                async for item in items:
-                    outputs, contents = encode_outputs(form, item, wanted)
-                    response = self._response(
-                        model_name=entry.spec.name, model_version=entry.spec.version, id=request.id,
-                        outputs=outputs, raw_output_contents=contents,
-                    )
-                    if final:
-                        response.parameters[FINAL].bool_param = False
-                    yield response
-        except TimeoutError:
-            raise parameters.timed_out(entry.label) from None
+            while True:
+                # The timeout covers each step of the model, never the consumer's sending in between.
+                try:
+                    async with asyncio.timeout_at(expires):
+                        item = await anext(items)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise parameters.timed_out(entry.label) from None
+                outputs, contents = encode_outputs(form, item, wanted)
+                response = self._response(
+                    model_name=entry.spec.name, model_version=entry.spec.version, id=request.id,
+                    outputs=outputs, raw_output_contents=contents,
+                )
+                if final:
+                    response.parameters[FINAL].bool_param = False
+                yield response
         finally:
             await items.aclose()  # type: ignore[attr-defined]
         if final:
