@@ -43,7 +43,7 @@ from benchmarks.suite import ScenarioResult, blazerpc_cmd, collapse_repeats, inf
 MODELS_FILE = REPO_ROOT / "plugins" / "blazerpc_onnx" / "tests" / "onnx_models.py"
 ONNX_THREADS = 1  # onnxruntime intra-op threads, served and direct alike (one pinned core)
 SERVER_CPU = 0
-ONNX_ENV = {"BLAZERPC_DISABLE_PLUGINS": "tf,torch"}  # the onnx plugin stays on
+ONNX_ENV: dict[str, str] = {}
 COLUMNS = (
     "server", "scenario", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "mean_rows_per_batch",
     "server_cpu", "client_cpu", "other_cpu", "limit", "server_us_per_op",

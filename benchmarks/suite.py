@@ -26,8 +26,8 @@ from benchmarks.harness import (
 )
 from benchmarks.loadgen import LoadConfig, run_load
 
-#: Keeps the big framework plugins (and their imports) out of servers that do not need them.
-SERVER_ENV: dict[str, str] = {"BLAZERPC_DISABLE_PLUGINS": "tf,torch"}
+#: Extra environment of benchmark servers (the framework plugins import their frameworks lazily).
+SERVER_ENV: dict[str, str] = {}
 
 
 def blazerpc_cmd(target: str, *flags: str) -> str:

@@ -30,10 +30,11 @@ class CallContext:
     """What middleware and the runtime know about one call."""
 
     __slots__ = (
+        "_inputs",
         "_peer",
         "args",
         "deadline",
-        "inputs",
+        "input_names",
         "messages_in",
         "messages_out",
         "metadata",
@@ -75,8 +76,9 @@ class CallContext:
         self.principal: str | None = None
         #: Decoded arguments, in parameter order (for a client stream: one iterator of items).
         self.args: Sequence[Any] = ()
-        #: Decoded inputs, by parameter name (unary and server-streaming calls, when middleware exists).
-        self.inputs: dict[str, Any] | None = None
+        #: Parameter names of ``args`` once the request is decoded (unary and server-streaming calls).
+        self.input_names: Sequence[str] | None = None
+        self._inputs: dict[str, Any] | None = None
         #: Sent to the client in trailers with the final status.
         self.trailing_metadata: dict[str, str] = {}
         self.start = time.perf_counter()
@@ -91,6 +93,17 @@ class CallContext:
     def peer(self) -> str | None:
         """``host:port`` of the client, or None when unknown."""
         return self._peer
+
+    @property
+    def inputs(self) -> dict[str, Any] | None:
+        """Decoded inputs by parameter name (unary and server-streaming calls); built when first asked for."""
+        if self._inputs is None and self.input_names is not None:
+            self._inputs = dict(zip(self.input_names, self.args, strict=True))
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value: dict[str, Any] | None) -> None:
+        self._inputs = value
 
     def trailers(self) -> dict[str, str] | None:
         """``trailing_metadata`` if gRPC can carry it; otherwise None, logged (the status matters more)."""

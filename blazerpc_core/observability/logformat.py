@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -74,14 +75,60 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes lines in batches: at most every ``interval`` seconds.
+
+    The standard handler flushes after every record, a ``write`` system call per access-log
+    line, on the event loop. Here INFO and DEBUG lines wait (at most ``interval`` s, or
+    until 64 KiB are pending); a WARNING or worse goes out at once with everything before it.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        self._size = 0
+        self._interval = interval
+        self._timer: threading.Timer | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            self._size += len(line)
+            urgent = record.levelno >= logging.WARNING or self._size >= 65536
+            if not urgent and self._timer is None:
+                self._timer = threading.Timer(self._interval, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if urgent:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            pending, self._pending, self._size = self._pending, [], 0
+            timer, self._timer = self._timer, None
+            if pending:
+                try:
+                    self.stream.write("".join(pending))
+                    self.stream.flush()
+                except (OSError, ValueError):  # the stream is gone (closed at exit): nothing to do
+                    pass
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+
+
 def configure_logging(level: str, log_format: str) -> None:
-    """Log to stderr at ``level``, as text lines or JSON objects.
+    """Log to stderr at ``level``, as text lines or JSON objects, written in batches.
 
     grpclib logs every cancelled call and expired deadline at INFO; those are ordinary
     events here (the access log already records them), so its loggers start at WARNING
     unless ``level`` is DEBUG.
     """
-    handler = logging.StreamHandler()
+    handler = BatchedStreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     if level.upper() != "DEBUG":

@@ -60,7 +60,6 @@ class RouteView(Protocol):
     method: CompiledMethod
     entry: ModelEntry
     steps: CallSteps
-    with_inputs: bool
     call: CallNext
     call_unread: CallNext
     call_refused: CallNext
@@ -103,8 +102,7 @@ class CallSteps:
             ctx.unread = exc
             await route.call_unread(ctx)
             raise
-        if route.with_inputs:
-            ctx.inputs = dict(zip(route.method.inputs.names, args, strict=True))
+        ctx.input_names = route.method.inputs.names
         return args
 
     async def receive(self, route: RouteView, stream: Stream[Any, Any], *, first: bool = False) -> Any:

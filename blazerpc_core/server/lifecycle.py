@@ -12,6 +12,7 @@ Stop is the drain a proxy can follow: NOT_SERVING at once, keep accepting for
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -169,6 +170,10 @@ class BlazeServer:
         except OSError as exc:
             await self._abort()
             raise StartupError(f"a startup hook failed: {exc}") from exc
+        # Everything made so far (modules, models, weights) lives as long as the server: the
+        # collector need not walk it again, which shortens each full collection while serving.
+        gc.collect()
+        gc.freeze()
         self.gate.open = True
         self._serving = True
         self.health.set_all(SERVING)
@@ -202,10 +207,15 @@ class BlazeServer:
         if delay > 0:
             log.info("draining: still accepting calls for %.1fs while load balancers notice", delay)
             await asyncio.sleep(delay)
+        deadline = asyncio.get_running_loop().time() + grace
         if server is not None:
             server.stop_listening()
             server.goaway(graceful=True)
-        if not await self.gate.drained(grace):
+            # Until a client has seen the first GOAWAY it may still open streams, which the
+            # server promised to serve: wait for every connection to end on its own (after its
+            # final GOAWAY and its last call), not only for the calls in flight right now.
+            await server.wait_connections_closed(grace)
+        if not await self.gate.drained(max(0.0, deadline - asyncio.get_running_loop().time())):
             log.warning("grace period of %.1fs over with %d call(s) in flight; cancelling them",
                         grace, self.gate.inflight)
         self.gate.open = False

@@ -50,7 +50,6 @@ class Route:
         self.method = method
         self.entry = entry
         self.steps = steps
-        self.with_inputs = bool(middleware)
         shape = method.spec.streaming
         terminal, handler = _SHAPES[shape]
         self.call = compose(middleware, terminal)
@@ -107,10 +106,7 @@ def routes_for(
 
 def gone_handler(method: CompiledMethod, entry: ModelEntry) -> grpclib.const.Handler:
     """What an rpc answers once its model is no longer served: NOT_FOUND naming the model and why."""
-    if entry.error:
-        why = f"model {entry.label} failed to load ({entry.error})"
-    else:
-        why = f"model {entry.label} was unloaded"
+    why = f"model {entry.label} " + (f"failed to load ({entry.error})" if entry.error else "was unloaded")
     message = cap_message(f"{why}; {method.rpc} is not served")
 
     async def handle(stream: Stream[Any, Any]) -> None:
