@@ -117,8 +117,6 @@ class ServeSettings:
     model_repository: str | None = None
     #: Seconds between two looks at the repository (``--model-control poll``).
     poll_interval: float = 2.0
-    #: A separate token file for the management service (default: the inference tokens).
-    management_token_file: str | None = None
     #: ``gzip``: compress responses for clients that accept it; ``identity``: only when the request was.
     compression: str = "identity"
     #: ``--schema-lock``: the lock file whose field numbers are kept (docs/schema.md); None: a model
