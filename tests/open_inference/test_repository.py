@@ -117,3 +117,22 @@ def test_load_errors(explicit):
         with pytest.raises(InferenceServerException) as caught:
             client.load_model("")
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_the_asyncio_client_loads_and_unloads(explicit):
+    import asyncio
+
+    import tritonclient.grpc.aio as aioclient
+
+    async def main() -> None:
+        async with aioclient.InferenceServerClient(explicit.address) as client:
+            await client.load_model("other")
+            assert await client.is_model_ready("other")
+            index = await client.get_model_repository_index(as_json=True)
+            assert any(row["name"] == "other" and row["state"] == "READY" for row in index["models"])
+            await client.unload_model("other")
+            with pytest.raises(InferenceServerException) as caught:
+                await client.is_model_ready("other")
+            assert caught.value.status() == "StatusCode.NOT_FOUND"
+
+    asyncio.run(main())
