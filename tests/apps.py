@@ -32,6 +32,17 @@ class Stats(NamedTuple):
     labels: list[str]
 
 
+def add_app() -> BlazeApp:
+    """One model, ``add(a: float, b: float) -> float``: the smallest app a server test can call."""
+    app = BlazeApp()
+
+    @app.model("add")
+    def add(a: float, b: float) -> float:
+        return a + b
+
+    return app
+
+
 def varied_app() -> BlazeApp:
     """One model per row of the type table, plus multi-output and versions."""
     app = BlazeApp()

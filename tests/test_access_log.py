@@ -13,7 +13,7 @@ import pytest
 
 from blazerpc_core import BlazeApp
 from blazerpc_core.observability.logformat import JsonFormatter
-from blazerpc_core.testing import serve_cli
+from blazerpc_core.testing import Connection, serve_cli
 
 TIMEOUT = 10
 
@@ -66,21 +66,18 @@ def make_app() -> BlazeApp:
     return app
 
 
-def drive(server: Any, stubs: Any) -> None:
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2), metadata=(("x-request-id", "rid-1"),), timeout=TIMEOUT)
-        with pytest.raises(grpc.RpcError):
-            stub.PredictBoom(stubs.pb2.BoomRequest(x=1), timeout=TIMEOUT)
+def drive(conn: Connection) -> None:
+    conn.stub.PredictAdd(conn.pb2.AddRequest(a=1, b=2), metadata=(("x-request-id", "rid-1"),), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError):
+        conn.stub.PredictBoom(conn.pb2.BoomRequest(x=1), timeout=TIMEOUT)
 
 
 def test_text_lines_name_method_model_peer_status_latency_and_request_id(
-    blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any
+    blazerpc_serve: Any, blazerpc_connect: Any, capture: Any
 ) -> None:
-    server = blazerpc_serve(make_app())
-    stubs = blazerpc_stubs(server)
+    conn = blazerpc_connect(blazerpc_serve(make_app()))
     handler = capture(2)
-    drive(server, stubs)
+    drive(conn)
     assert handler.enough.wait(TIMEOUT)
     ok, failed = (r.getMessage() for r in handler.records)
     assert ok.startswith("method=/blazerpc.InferenceService/PredictAdd model=add version=2 peer=127.0.0.1:")
@@ -92,11 +89,10 @@ def test_text_lines_name_method_model_peer_status_latency_and_request_id(
     assert fields["status"] == "OK" and fields["latency_ms"] >= 0 and fields["request_id"] == "rid-1"
 
 
-def test_json_lines(blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any) -> None:
-    server = blazerpc_serve(make_app(), log_format="json")
-    stubs = blazerpc_stubs(server)
+def test_json_lines(blazerpc_serve: Any, blazerpc_connect: Any, capture: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(make_app(), log_format="json"))
     handler = capture(2)
-    drive(server, stubs)
+    drive(conn)
     assert handler.enough.wait(TIMEOUT)
     ok, failed = (json.loads(r.getMessage()) for r in handler.records)
     assert ok["method"] == "/blazerpc.InferenceService/PredictAdd"
@@ -118,11 +114,10 @@ def test_json_formatter_puts_access_fields_at_top_level() -> None:
     assert json.loads(JsonFormatter().format(plain))["message"] == "hello you"
 
 
-def test_disabling_access_log_plugin_logs_nothing(blazerpc_serve: Any, blazerpc_stubs: Any, capture: Any) -> None:
+def test_disabling_access_log_plugin_logs_nothing(blazerpc_serve: Any, blazerpc_connect: Any, capture: Any) -> None:
     server = blazerpc_serve(make_app(), disabled=["access-log"])
-    stubs = blazerpc_stubs(server)
     handler = capture(1)
-    drive(server, stubs)
+    drive(blazerpc_connect(server))
     server.stop(grace_period=5)  # every call has finished once the server is stopped
     assert handler.records == []
 

@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from blazerpc_core import BlazeApp, RegistrationError
 from blazerpc_core.security.auth import TokenChecker, parse_token_file
+from blazerpc_core.testing import Connection
+from tests.apps import add_app
 
 TIMEOUT = 10
 ALICE = "alice-token-0123456789abcdef"
@@ -20,11 +22,7 @@ BOB = "bob-token-0123456789abcdef"
 
 
 def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
+    app = add_app()
 
     @app.model("secret")
     def secret(x: int) -> int:
@@ -42,15 +40,13 @@ def tokens_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(blazerpc_serve: Any, blazerpc_stubs: Any, tokens_file: Path) -> tuple[Any, Any]:
+def server(blazerpc_serve: Any, blazerpc_connect: Any, tokens_file: Path) -> tuple[Any, Connection]:
     srv = blazerpc_serve(make_app(), extra={"auth_tokens_file": str(tokens_file)})
-    return srv, blazerpc_stubs(srv)
+    return srv, blazerpc_connect(srv)
 
 
-def add(server: Any, stubs: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        return stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2), metadata=metadata, timeout=TIMEOUT)
+def add(conn: Connection, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    return conn.stub.PredictAdd(conn.pb2.AddRequest(a=1, b=2), metadata=metadata, timeout=TIMEOUT)
 
 
 def failure(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
@@ -60,9 +56,10 @@ def failure(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
 
 
 def test_bearer_token_and_api_key_are_accepted(server: Any) -> None:
-    assert add(server[0], server[1], metadata=(("authorization", f"Bearer {ALICE}"),)).result == 3
-    assert add(server[0], server[1], metadata=(("authorization", f"bearer {BOB}"),)).result == 3
-    assert add(server[0], server[1], metadata=(("x-api-key", ALICE),)).result == 3
+    _, conn = server
+    assert add(conn, metadata=(("authorization", f"Bearer {ALICE}"),)).result == 3
+    assert add(conn, metadata=(("authorization", f"bearer {BOB}"),)).result == 3
+    assert add(conn, metadata=(("x-api-key", ALICE),)).result == 3
 
 
 @pytest.mark.parametrize(
@@ -79,19 +76,18 @@ def test_bearer_token_and_api_key_are_accepted(server: Any) -> None:
     ids=["none", "basic-scheme", "empty-bearer", "unknown-key", "prefix", "longer", "trailing-junk"],
 )
 def test_missing_or_wrong_credentials_are_unauthenticated(server: Any, metadata: Any) -> None:
-    error = failure(add, server[0], server[1], metadata=metadata)
+    _, conn = server
+    error = failure(add, conn, metadata=metadata)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "credentials" in (error.details() or "")
     assert dict(error.trailing_metadata())["www-authenticate"] == "Bearer"
 
 
 def test_allow_list_answers_permission_denied(server: Any) -> None:
-    srv, stubs = server
-    with grpc.insecure_channel(srv.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        request = stubs.pb2.SecretRequest(x=4)
-        assert stub.PredictSecret(request, metadata=(("x-api-key", ALICE),), timeout=TIMEOUT).result == 8
-        error = failure(stub.PredictSecret, request, metadata=(("x-api-key", BOB),), timeout=TIMEOUT)
+    _, conn = server
+    request = conn.pb2.SecretRequest(x=4)
+    assert conn.stub.PredictSecret(request, metadata=(("x-api-key", ALICE),), timeout=TIMEOUT).result == 8
+    error = failure(conn.stub.PredictSecret, request, metadata=(("x-api-key", BOB),), timeout=TIMEOUT)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'bob' may not call model 'secret'" in (error.details() or "")
 
@@ -124,7 +120,7 @@ def test_health_and_reflection_are_exempt_by_default(server: Any) -> None:
 
 
 def test_all_services_option_guards_health_too(
-    blazerpc_serve: Any, blazerpc_stubs: Any, tokens_file: Path
+    blazerpc_serve: Any, blazerpc_connect: Any, tokens_file: Path
 ) -> None:
     srv = blazerpc_serve(make_app(), extra={"auth_tokens_file": str(tokens_file), "auth_all_services": True})
     with grpc.insecure_channel(srv.address) as channel:
@@ -139,27 +135,25 @@ def test_all_services_option_guards_health_too(
         assert failure(list_services, channel).code() == grpc.StatusCode.UNAUTHENTICATED
         assert "blazerpc.InferenceService" in list_services(channel, ("x-api-key", ALICE))
     # Inference still goes through the middleware, allow lists included.
-    assert add(srv, blazerpc_stubs(srv), metadata=(("x-api-key", BOB),)).result == 3
+    assert add(blazerpc_connect(srv), metadata=(("x-api-key", BOB),)).result == 3
 
 
-def test_tokens_from_environment(blazerpc_serve: Any, blazerpc_stubs: Any, monkeypatch: Any) -> None:
+def test_tokens_from_environment(blazerpc_serve: Any, blazerpc_connect: Any, monkeypatch: Any) -> None:
     monkeypatch.setenv("BLAZERPC_AUTH_TOKENS", f" {ALICE} , {BOB} ")
-    srv = blazerpc_serve(make_app())
-    stubs = blazerpc_stubs(srv)
-    assert add(srv, stubs, metadata=(("x-api-key", BOB),)).result == 3
-    assert failure(add, srv, stubs).code() == grpc.StatusCode.UNAUTHENTICATED
+    conn = blazerpc_connect(blazerpc_serve(make_app()))
+    assert add(conn, metadata=(("x-api-key", BOB),)).result == 3
+    assert failure(add, conn).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_auth_is_off_without_tokens(blazerpc_serve: Any, blazerpc_stubs: Any, monkeypatch: Any) -> None:
+def test_auth_is_off_without_tokens(blazerpc_serve: Any, blazerpc_connect: Any, monkeypatch: Any) -> None:
     monkeypatch.delenv("BLAZERPC_AUTH_TOKENS", raising=False)
     monkeypatch.delenv("BLAZERPC_AUTH_TOKENS_FILE", raising=False)
-    srv = blazerpc_serve(make_app())
-    assert add(srv, blazerpc_stubs(srv)).result == 3
+    assert add(blazerpc_connect(blazerpc_serve(make_app()))).result == 3
 
 
-def test_disabling_auth_plugin_by_name(blazerpc_serve: Any, blazerpc_stubs: Any, tokens_file: Path) -> None:
+def test_disabling_auth_plugin_by_name(blazerpc_serve: Any, blazerpc_connect: Any, tokens_file: Path) -> None:
     srv = blazerpc_serve(make_app(), extra={"auth_tokens_file": str(tokens_file)}, disabled=["auth"])
-    assert add(srv, blazerpc_stubs(srv)).result == 3
+    assert add(blazerpc_connect(srv)).result == 3
 
 
 def test_configuration_errors_fail_at_build_time(blazerpc_serve: Any, tmp_path: Path) -> None:

@@ -57,11 +57,9 @@ def _app() -> BlazeApp:
 
 
 @pytest.fixture
-def client(blazerpc_serve, blazerpc_stubs):
-    server = blazerpc_serve(_app())
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        yield stubs.pb2, stubs.pb2_grpc.InferenceServiceStub(channel), channel
+def client(blazerpc_serve, blazerpc_connect):
+    conn = blazerpc_connect(blazerpc_serve(_app()))
+    return conn.pb2, conn.stub, conn.channel
 
 
 def _status(call, *args):
@@ -174,11 +172,8 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(client):
     assert goods == [[2, 2]] * 40
 
 
-def test_hidden_error_details(blazerpc_serve, blazerpc_stubs):
-    server = blazerpc_serve(_app(), hide_error_details=True)
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        code, details = _status(stub.PredictDivide, stubs.pb2.DivideRequest(a=1, b=0))
+def test_hidden_error_details(blazerpc_serve, blazerpc_connect):
+    conn = blazerpc_connect(blazerpc_serve(_app(), hide_error_details=True))
+    code, details = _status(conn.stub.PredictDivide, conn.pb2.DivideRequest(a=1, b=0))
     assert code == grpc.StatusCode.INTERNAL
     assert "ZeroDivisionError" not in details and "'divide'" in details

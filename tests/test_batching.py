@@ -25,10 +25,10 @@ from blazerpc_core.testing import BatchRecorder, array_from_proto, tensor_proto
 TIMEOUT = 30
 
 
-def serve(blazerpc_serve, blazerpc_stubs, app, **settings):
+def serve(blazerpc_serve, blazerpc_connect, app, **settings):
     recorder = BatchRecorder()
     server = blazerpc_serve(app, plugins=[recorder, *settings.pop("plugins", [])], **settings)
-    return server, blazerpc_stubs(server), recorder
+    return blazerpc_connect(server), recorder
 
 
 def doubling_app(gate: Gate, **knobs: Any) -> BlazeApp:
@@ -42,60 +42,57 @@ def doubling_app(gate: Gate, **knobs: Any) -> BlazeApp:
     return app
 
 
-def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(blazerpc_serve, blazerpc_stubs):
+def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows(blazerpc_serve, blazerpc_connect):
     gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, batch=True))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[0.5]), timeout=TIMEOUT)
-        gate.wait_entered()
-        # Distinct inputs with distinct row counts, so a mix-up would show.
-        inputs = [[float(i)] * i for i in range(1, 6)]
-        futures = [call.future(s.pb2.DoubleRequest(x=x), timeout=TIMEOUT) for x in inputs]
-        rec.wait_depth("double", sum(map(len, inputs)))
-        gate.open()
-        assert list(first.result().result) == [1.0]
-        for x, future in zip(inputs, futures, strict=True):
-            assert list(future.result().result) == [v * 2 for v in x]
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, batch=True))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[0.5]), timeout=TIMEOUT)
+    gate.wait_entered()
+    # Distinct inputs with distinct row counts, so a mix-up would show.
+    inputs = [[float(i)] * i for i in range(1, 6)]
+    futures = [call.future(conn.pb2.DoubleRequest(x=x), timeout=TIMEOUT) for x in inputs]
+    rec.wait_depth("double", sum(map(len, inputs)))
+    gate.open()
+    assert list(first.result().result) == [1.0]
+    for x, future in zip(inputs, futures, strict=True):
+        assert list(future.result().result) == [v * 2 for v in x]
     assert len(gate.calls) == 2
     assert sorted(gate.calls[1]) == sorted(v for x in inputs for v in x)
     assert rec.dispatched == [("double", 1, 1), ("double", 15, 5)]
     assert len([w for w in rec.waits if w[0] == "double"]) == 6
 
 
-def test_a_lone_request_on_an_idle_model_does_not_wait_for_the_timeout(blazerpc_serve, blazerpc_stubs):
+def test_a_lone_request_on_an_idle_model_does_not_wait_for_the_timeout(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("double", batch_timeout_ms=10_000)
     def double(x: list[float]) -> list[float]:
         return [v * 2 for v in x]
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        reply = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble(s.pb2.DoubleRequest(x=[2.0]), timeout=2)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    reply = conn.stub.PredictDouble(conn.pb2.DoubleRequest(x=[2.0]), timeout=2)
     assert list(reply.result) == [4.0]
     assert rec.dispatched == [("double", 1, 1)]
 
 
-def test_a_request_larger_than_max_batch_size_runs_on_its_own(blazerpc_serve, blazerpc_stubs):
+def test_a_request_larger_than_max_batch_size_runs_on_its_own(blazerpc_serve, blazerpc_connect):
     gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_batch_size=2))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        big = call.future(s.pb2.DoubleRequest(x=[1.0, 2.0, 3.0, 4.0, 5.0]), timeout=TIMEOUT)
-        rec.wait_depth("double", 5)
-        small = call.future(s.pb2.DoubleRequest(x=[7.0]), timeout=TIMEOUT)
-        rec.wait_depth("double", 6)
-        gate.open()
-        assert list(big.result().result) == [2.0, 4.0, 6.0, 8.0, 10.0]
-        assert list(small.result().result) == [14.0]
-        first.result()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, max_batch_size=2))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    big = call.future(conn.pb2.DoubleRequest(x=[1.0, 2.0, 3.0, 4.0, 5.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 5)
+    small = call.future(conn.pb2.DoubleRequest(x=[7.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 6)
+    gate.open()
+    assert list(big.result().result) == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert list(small.result().result) == [14.0]
+    first.result()
     assert rec.dispatched == [("double", 1, 1), ("double", 5, 1), ("double", 1, 1)]
 
 
-def test_tensors_named_batch_are_batched_and_split_by_rows(blazerpc_serve, blazerpc_stubs):
+def test_tensors_named_batch_are_batched_and_split_by_rows(blazerpc_serve, blazerpc_connect):
     gate = Gate()
     app = BlazeApp()
 
@@ -104,22 +101,21 @@ def test_tensors_named_batch_are_batched_and_split_by_rows(blazerpc_serve, blaze
         gate.enter(x.shape)
         return x * 10
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictScale
-        first = call.future(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, np.zeros((1, 3), np.float32))), timeout=TIMEOUT)
-        gate.wait_entered()
-        sent = [np.full((rows, 3), rows, np.float32) + np.arange(3, dtype=np.float32) for rows in (2, 1, 3)]
-        futures = [call.future(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, a)), timeout=TIMEOUT) for a in sent]
-        rec.wait_depth("scale", 6)
-        gate.open()
-        first.result()
-        for a, future in zip(sent, futures, strict=True):
-            np.testing.assert_array_equal(array_from_proto(future.result().result), a * 10)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictScale
+    first = call.future(conn.pb2.ScaleRequest(x=tensor_proto(conn.pb2, np.zeros((1, 3), np.float32))), timeout=TIMEOUT)
+    gate.wait_entered()
+    sent = [np.full((rows, 3), rows, np.float32) + np.arange(3, dtype=np.float32) for rows in (2, 1, 3)]
+    futures = [call.future(conn.pb2.ScaleRequest(x=tensor_proto(conn.pb2, a)), timeout=TIMEOUT) for a in sent]
+    rec.wait_depth("scale", 6)
+    gate.open()
+    first.result()
+    for a, future in zip(sent, futures, strict=True):
+        np.testing.assert_array_equal(array_from_proto(future.result().result), a * 10)
     assert gate.calls == [(1, 3), (6, 3)]
 
 
-def test_list_inputs_or_unnamed_dynamic_dims_alone_never_turn_batching_on(blazerpc_serve, blazerpc_stubs):
+def test_list_inputs_or_unnamed_dynamic_dims_alone_never_turn_batching_on(blazerpc_serve, blazerpc_connect):
     # Three calls must be inside the model at once: impossible if they were joined into one.
     barrier = threading.Barrier(3, timeout=TIMEOUT)
     seen: list[int] = []
@@ -135,12 +131,11 @@ def test_list_inputs_or_unnamed_dynamic_dims_alone_never_turn_batching_on(blazer
     def rows(x: TensorInput[np.float32, None, 2]) -> TensorOutput[np.float32, None, 2]:
         return x
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        futures = [stub.PredictLengths.future(s.pb2.LengthsRequest(x=[1.0] * n), timeout=TIMEOUT) for n in (1, 2, 3)]
-        assert sorted(len(f.result().result) for f in futures) == [1, 2, 3]
-        stub.PredictRows(s.pb2.RowsRequest(x=tensor_proto(s.pb2, np.ones((2, 2), np.float32))), timeout=TIMEOUT)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    stub = conn.stub
+    futures = [stub.PredictLengths.future(conn.pb2.LengthsRequest(x=[1.0] * n), timeout=TIMEOUT) for n in (1, 2, 3)]
+    assert sorted(len(f.result().result) for f in futures) == [1, 2, 3]
+    stub.PredictRows(conn.pb2.RowsRequest(x=tensor_proto(conn.pb2, np.ones((2, 2), np.float32))), timeout=TIMEOUT)
     assert sorted(seen) == [1, 2, 3]
     assert rec.dispatched == []
 
@@ -190,49 +185,46 @@ def test_a_standalone_model_that_opts_in_but_cannot_batch_fails_when_the_server_
         blazerpc_serve(add)
 
 
-def test_server_level_knobs_never_turn_batching_on(blazerpc_serve, blazerpc_stubs):
+def test_server_level_knobs_never_turn_batching_on(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("count")
     def count(x: list[str]) -> list[int]:
         return [len(t) for t in x]
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, batching=BatchSettings(max_batch_size=4))
-    with grpc.insecure_channel(server.address) as channel:
-        reply = s.pb2_grpc.InferenceServiceStub(channel).PredictCount(s.pb2.CountRequest(x=["ab", "c"]))
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app, batching=BatchSettings(max_batch_size=4))
+    reply = conn.stub.PredictCount(conn.pb2.CountRequest(x=["ab", "c"]))
     assert list(reply.result) == [2, 1]
     assert rec.dispatched == []
 
 
-def test_batch_false_wins_over_a_batch_named_tensor(blazerpc_serve, blazerpc_stubs):
+def test_batch_false_wins_over_a_batch_named_tensor(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("scale", batch=False)
     def scale(x: TensorInput[np.float32, "batch", 2]) -> TensorOutput[np.float32, "batch", 2]:
         return x
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        stub.PredictScale(s.pb2.ScaleRequest(x=tensor_proto(s.pb2, np.ones((1, 2), np.float32))), timeout=TIMEOUT)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    stub = conn.stub
+    stub.PredictScale(conn.pb2.ScaleRequest(x=tensor_proto(conn.pb2, np.ones((1, 2), np.float32))), timeout=TIMEOUT)
     assert rec.dispatched == []
 
 
-def test_server_knobs_are_defaults_and_the_model_wins(blazerpc_serve, blazerpc_stubs):
+def test_server_knobs_are_defaults_and_the_model_wins(blazerpc_serve, blazerpc_connect):
     gate = Gate()
     app = doubling_app(gate, batch=True)
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, batching=BatchSettings(max_batch_size=2))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        futures = []
-        for i in range(1, 5):
-            futures.append(call.future(s.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT))
-            rec.wait_depth("double", i)
-        gate.open()
-        assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
-        first.result()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app, batching=BatchSettings(max_batch_size=2))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    futures = []
+    for i in range(1, 5):
+        futures.append(call.future(conn.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT))
+        rec.wait_depth("double", i)
+    gate.open()
+    assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
+    first.result()
     assert rec.dispatched == [("double", 1, 1), ("double", 2, 2), ("double", 2, 2)]
 
     spec = next(iter(doubling_app(Gate(), max_batch_size=3, batch_timeout_ms=7)))
@@ -243,76 +235,73 @@ def test_server_knobs_are_defaults_and_the_model_wins(blazerpc_serve, blazerpc_s
     assert BatchConfig.from_settings(BatchSettings(), "m") == BatchConfig()
 
 
-def test_expired_and_cancelled_requests_never_reach_the_model(blazerpc_serve, blazerpc_stubs):
+def test_expired_and_cancelled_requests_never_reach_the_model(blazerpc_serve, blazerpc_connect):
     gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, batch=True))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        cancelled = call.future(s.pb2.DoubleRequest(x=[-2.0]), timeout=TIMEOUT)
-        rec.wait_depth("double", 1)
-        expired = call.future(s.pb2.DoubleRequest(x=[-1.0]), timeout=2.0)
-        rec.wait_depth("double", 2)
-        cancelled.cancel()
-        assert expired.exception(TIMEOUT).code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        rec.wait_depth("double", 0)
-        gate.open()
-        assert list(first.result().result) == [2.0]
-        assert list(call(s.pb2.DoubleRequest(x=[3.0]), timeout=TIMEOUT).result) == [6.0]
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, batch=True))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    cancelled = call.future(conn.pb2.DoubleRequest(x=[-2.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 1)
+    expired = call.future(conn.pb2.DoubleRequest(x=[-1.0]), timeout=2.0)
+    rec.wait_depth("double", 2)
+    cancelled.cancel()
+    assert expired.exception(TIMEOUT).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    rec.wait_depth("double", 0)
+    gate.open()
+    assert list(first.result().result) == [2.0]
+    assert list(call(conn.pb2.DoubleRequest(x=[3.0]), timeout=TIMEOUT).result) == [6.0]
     assert cancelled.cancelled()
     assert gate.calls == [[1.0], [3.0]]
 
 
-def test_a_full_queue_answers_resource_exhausted_naming_the_model_and_limit(blazerpc_serve, blazerpc_stubs):
+def test_a_full_queue_answers_resource_exhausted_naming_the_model_and_limit(blazerpc_serve, blazerpc_connect):
     gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_queue_size=3))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        queued = call.future(s.pb2.DoubleRequest(x=[2.0, 3.0]), timeout=TIMEOUT)
-        rec.wait_depth("double", 2)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, max_queue_size=3))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    queued = call.future(conn.pb2.DoubleRequest(x=[2.0, 3.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 2)
+    with pytest.raises(grpc.RpcError) as refused:
+        call(conn.pb2.DoubleRequest(x=[4.0, 5.0]), timeout=TIMEOUT)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "'double'" in refused.value.details() and "3 rows" in refused.value.details()
+    # One more row still fits.
+    fits = call.future(conn.pb2.DoubleRequest(x=[6.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 3)
+    gate.open()
+    assert list(queued.result().result) == [4.0, 6.0]
+    assert list(fits.result().result) == [12.0]
+    first.result()
+
+
+def test_priorities_reorder_the_queue_and_invalid_ones_are_refused(blazerpc_serve, blazerpc_connect):
+    gate = Gate()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, max_batch_size=1))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    futures = []
+    for depth, (value, priority) in enumerate(
+        [(1.0, "-50"), (2.0, None), (3.0, "50"), (4.0, "50"), (5.0, "0")], start=1
+    ):
+        metadata = None if priority is None else (("x-blazerpc-priority", priority),)
+        futures.append(call.future(conn.pb2.DoubleRequest(x=[value]), timeout=TIMEOUT, metadata=metadata))
+        rec.wait_depth("double", depth)
+    gate.open()
+    for future in [first, *futures]:
+        future.result()
+    for bad in ("high", "1.5", "101", ""):
         with pytest.raises(grpc.RpcError) as refused:
-            call(s.pb2.DoubleRequest(x=[4.0, 5.0]), timeout=TIMEOUT)
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "'double'" in refused.value.details() and "3 rows" in refused.value.details()
-        # One more row still fits.
-        fits = call.future(s.pb2.DoubleRequest(x=[6.0]), timeout=TIMEOUT)
-        rec.wait_depth("double", 3)
-        gate.open()
-        assert list(queued.result().result) == [4.0, 6.0]
-        assert list(fits.result().result) == [12.0]
-        first.result()
-
-
-def test_priorities_reorder_the_queue_and_invalid_ones_are_refused(blazerpc_serve, blazerpc_stubs):
-    gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, max_batch_size=1))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        futures = []
-        for depth, (value, priority) in enumerate(
-            [(1.0, "-50"), (2.0, None), (3.0, "50"), (4.0, "50"), (5.0, "0")], start=1
-        ):
-            metadata = None if priority is None else (("x-blazerpc-priority", priority),)
-            futures.append(call.future(s.pb2.DoubleRequest(x=[value]), timeout=TIMEOUT, metadata=metadata))
-            rec.wait_depth("double", depth)
-        gate.open()
-        for future in [first, *futures]:
-            future.result()
-        for bad in ("high", "1.5", "101", ""):
-            with pytest.raises(grpc.RpcError) as refused:
-                call(s.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT, metadata=(("x-blazerpc-priority", bad),))
-            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "x-blazerpc-priority" in refused.value.details()
+            call(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT, metadata=(("x-blazerpc-priority", bad),))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "x-blazerpc-priority" in refused.value.details()
     # Highest first, FIFO within a level (the default is 0).
     assert gate.calls == [[0.0], [3.0], [4.0], [2.0], [5.0], [1.0]]
 
 
-def test_partial_failure_fails_only_the_requests_owning_the_failed_rows(blazerpc_serve, blazerpc_stubs):
+def test_partial_failure_fails_only_the_requests_owning_the_failed_rows(blazerpc_serve, blazerpc_connect):
     gate, tensor_gate = Gate(), Gate()
     app = BlazeApp()
 
@@ -327,39 +316,38 @@ def test_partial_failure_fails_only_the_requests_owning_the_failed_rows(blazerpc
         # A list of rows (or exceptions) stands for the output tensor.
         return [ValueError("zero row") if not row.any() else row / row.sum() for row in x]  # type: ignore[return-value]
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        first = stub.PredictInvert.future(s.pb2.InvertRequest(x=[1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        good = stub.PredictInvert.future(s.pb2.InvertRequest(x=[2.0, 4.0]), timeout=TIMEOUT)
-        rec.wait_depth("invert", 2)
-        bad = stub.PredictInvert.future(s.pb2.InvertRequest(x=[5.0, 0.0]), timeout=TIMEOUT)
-        rec.wait_depth("invert", 4)
-        gate.open()
-        first.result()
-        assert list(good.result().result) == [0.5, 0.25]
-        error = bad.exception()
-        assert error.code() == grpc.StatusCode.INTERNAL
-        assert "cannot invert 0.0" in error.details() and "ZeroDivisionError" in error.details()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    stub = conn.stub
+    first = stub.PredictInvert.future(conn.pb2.InvertRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    good = stub.PredictInvert.future(conn.pb2.InvertRequest(x=[2.0, 4.0]), timeout=TIMEOUT)
+    rec.wait_depth("invert", 2)
+    bad = stub.PredictInvert.future(conn.pb2.InvertRequest(x=[5.0, 0.0]), timeout=TIMEOUT)
+    rec.wait_depth("invert", 4)
+    gate.open()
+    first.result()
+    assert list(good.result().result) == [0.5, 0.25]
+    error = bad.exception()
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "cannot invert 0.0" in error.details() and "ZeroDivisionError" in error.details()
 
-        norm_call = stub.PredictNorm
-        sent = [np.array([[1, 1]], np.float32), np.array([[0, 0], [1, 1]], np.float32), np.array([[1, 3]], np.float32)]
-        futures = [norm_call.future(s.pb2.NormRequest(x=tensor_proto(s.pb2, sent[0])), timeout=TIMEOUT)]
-        tensor_gate.wait_entered()
-        for depth, a in ((2, sent[1]), (3, sent[2])):
-            futures.append(norm_call.future(s.pb2.NormRequest(x=tensor_proto(s.pb2, a)), timeout=TIMEOUT))
-            rec.wait_depth("norm", depth)
-        tensor_gate.open()
-        np.testing.assert_allclose(array_from_proto(futures[0].result().result), [[0.5, 0.5]])
-        assert futures[1].exception().code() == grpc.StatusCode.INTERNAL
-        assert "zero row" in futures[1].exception().details()
-        np.testing.assert_allclose(array_from_proto(futures[2].result().result), [[0.25, 0.75]])
+    norm_call = stub.PredictNorm
+    sent = [np.array([[1, 1]], np.float32), np.array([[0, 0], [1, 1]], np.float32), np.array([[1, 3]], np.float32)]
+    futures = [norm_call.future(conn.pb2.NormRequest(x=tensor_proto(conn.pb2, sent[0])), timeout=TIMEOUT)]
+    tensor_gate.wait_entered()
+    for depth, a in ((2, sent[1]), (3, sent[2])):
+        futures.append(norm_call.future(conn.pb2.NormRequest(x=tensor_proto(conn.pb2, a)), timeout=TIMEOUT))
+        rec.wait_depth("norm", depth)
+    tensor_gate.open()
+    np.testing.assert_allclose(array_from_proto(futures[0].result().result), [[0.5, 0.5]])
+    assert futures[1].exception().code() == grpc.StatusCode.INTERNAL
+    assert "zero row" in futures[1].exception().details()
+    np.testing.assert_allclose(array_from_proto(futures[2].result().result), [[0.25, 0.75]])
     assert gate.calls == [[1.0], [2.0, 4.0, 5.0, 0.0]]
     assert tensor_gate.calls == [(1, 2), (3, 2)]
 
 
-def test_an_output_with_the_wrong_row_count_fails_the_whole_batch(blazerpc_serve, blazerpc_stubs):
+def test_an_output_with_the_wrong_row_count_fails_the_whole_batch(blazerpc_serve, blazerpc_connect):
     gate = Gate()
     app = BlazeApp()
 
@@ -368,39 +356,37 @@ def test_an_output_with_the_wrong_row_count_fails_the_whole_batch(blazerpc_serve
         gate.enter(list(x))
         return x[1:] if len(x) > 1 else x
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictShort
-        first = call.future(s.pb2.ShortRequest(x=[1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        futures = [call.future(s.pb2.ShortRequest(x=[float(i)]), timeout=TIMEOUT) for i in (2, 3)]
-        rec.wait_depth("short", 2)
-        gate.open()
-        first.result()
-        for future in futures:
-            error = future.exception()
-            assert error.code() == grpc.StatusCode.INTERNAL
-            assert "'short'" in error.details() and "1 rows" in error.details() and "batch of 2 rows" in error.details()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictShort
+    first = call.future(conn.pb2.ShortRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    futures = [call.future(conn.pb2.ShortRequest(x=[float(i)]), timeout=TIMEOUT) for i in (2, 3)]
+    rec.wait_depth("short", 2)
+    gate.open()
+    first.result()
+    for future in futures:
+        error = future.exception()
+        assert error.code() == grpc.StatusCode.INTERNAL
+        assert "'short'" in error.details() and "1 rows" in error.details() and "batch of 2 rows" in error.details()
 
 
-def test_inputs_of_one_request_must_have_the_same_row_count(blazerpc_serve, blazerpc_stubs):
+def test_inputs_of_one_request_must_have_the_same_row_count(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("pair", batch=True)
     def pair(a: list[float], b: list[float]) -> list[float]:
         return [x + y for x, y in zip(a, b, strict=True)]
 
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictPair
-        with pytest.raises(grpc.RpcError) as refused:
-            call(s.pb2.PairRequest(a=[1.0, 2.0], b=[1.0]), timeout=TIMEOUT)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "'a' has 2, 'b' has 1" in refused.value.details()
-        assert list(call(s.pb2.PairRequest(a=[1.0, 2.0], b=[3.0, 4.0]), timeout=TIMEOUT).result) == [4.0, 6.0]
+    conn, _ = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictPair
+    with pytest.raises(grpc.RpcError) as refused:
+        call(conn.pb2.PairRequest(a=[1.0, 2.0], b=[1.0]), timeout=TIMEOUT)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'a' has 2, 'b' has 1" in refused.value.details()
+    assert list(call(conn.pb2.PairRequest(a=[1.0, 2.0], b=[3.0, 4.0]), timeout=TIMEOUT).result) == [4.0, 6.0]
 
 
-def test_max_concurrent_batches_lets_two_batches_run_at_once(blazerpc_serve, blazerpc_stubs):
+def test_max_concurrent_batches_lets_two_batches_run_at_once(blazerpc_serve, blazerpc_connect):
     # Both calls must be inside the model at once: impossible with one batch at a time.
     barrier = threading.Barrier(2, timeout=TIMEOUT)
     entered = threading.Event()
@@ -412,17 +398,16 @@ def test_max_concurrent_batches_lets_two_batches_run_at_once(blazerpc_serve, bla
         barrier.wait()
         return x
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictPair
-        first = call.future(s.pb2.PairRequest(x=[0.0]), timeout=TIMEOUT)
-        assert entered.wait(TIMEOUT)
-        second = call.future(s.pb2.PairRequest(x=[1.0]), timeout=TIMEOUT)
-        assert [f.result().result[0] for f in (first, second)] == [0.0, 1.0]
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictPair
+    first = call.future(conn.pb2.PairRequest(x=[0.0]), timeout=TIMEOUT)
+    assert entered.wait(TIMEOUT)
+    second = call.future(conn.pb2.PairRequest(x=[1.0]), timeout=TIMEOUT)
+    assert [f.result().result[0] for f in (first, second)] == [0.0, 1.0]
     assert rec.dispatched == [("pair", 1, 1), ("pair", 1, 1)]
 
 
-def test_async_models_are_batched_on_the_loop(blazerpc_serve, blazerpc_stubs):
+def test_async_models_are_batched_on_the_loop(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
     sizes: list[int] = []
 
@@ -431,16 +416,15 @@ def test_async_models_are_batched_on_the_loop(blazerpc_serve, blazerpc_stubs):
         sizes.append(len(x))
         return [t.upper() for t in x]
 
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictShout
-        futures = [call.future(s.pb2.ShoutRequest(x=[f"a{i}", f"b{i}"]), timeout=TIMEOUT) for i in range(8)]
-        for i, future in enumerate(futures):
-            assert list(future.result().result) == [f"A{i}", f"B{i}"]
+    conn, _ = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictShout
+    futures = [call.future(conn.pb2.ShoutRequest(x=[f"a{i}", f"b{i}"]), timeout=TIMEOUT) for i in range(8)]
+    for i, future in enumerate(futures):
+        assert list(future.result().result) == [f"A{i}", f"B{i}"]
     assert sum(sizes) == 16
 
 
-def test_adaptive_policy_refuses_early_what_cannot_meet_its_latency_target(blazerpc_serve, blazerpc_stubs):
+def test_adaptive_policy_refuses_early_what_cannot_meet_its_latency_target(blazerpc_serve, blazerpc_connect):
     gate = Gate()
     app = BlazeApp()
 
@@ -451,36 +435,34 @@ def test_adaptive_policy_refuses_early_what_cannot_meet_its_latency_target(blaze
         time.sleep(0.2)  # every batch costs at least 200 ms: four times the target
         return x
 
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictSlow
-        for i in range(3):  # the model is idle: admitted, and the policy learns its cost
-            assert list(call(s.pb2.SlowRequest(x=[float(i)]), timeout=TIMEOUT).result) == [float(i)]
-        busy = call.future(s.pb2.SlowRequest(x=[-1.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        with pytest.raises(grpc.RpcError) as refused:
-            call(s.pb2.SlowRequest(x=[5.0]), timeout=TIMEOUT)
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "'slow'" in refused.value.details() and "latency target of 50 ms" in refused.value.details()
-        gate.open()
-        assert list(busy.result().result) == [-1.0]
-        assert list(call(s.pb2.SlowRequest(x=[6.0]), timeout=TIMEOUT).result) == [6.0]
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictSlow
+    for i in range(3):  # the model is idle: admitted, and the policy learns its cost
+        assert list(call(conn.pb2.SlowRequest(x=[float(i)]), timeout=TIMEOUT).result) == [float(i)]
+    busy = call.future(conn.pb2.SlowRequest(x=[-1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    with pytest.raises(grpc.RpcError) as refused:
+        call(conn.pb2.SlowRequest(x=[5.0]), timeout=TIMEOUT)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "'slow'" in refused.value.details() and "latency target of 50 ms" in refused.value.details()
+    gate.open()
+    assert list(busy.result().result) == [-1.0]
+    assert list(call(conn.pb2.SlowRequest(x=[6.0]), timeout=TIMEOUT).result) == [6.0]
     # The refused request was never queued: five batches, one per admitted request.
     assert rec.dispatched == [("slow", 1, 1)] * 5
 
 
-def test_adaptive_policy_batches_queued_requests(blazerpc_serve, blazerpc_stubs):
+def test_adaptive_policy_batches_queued_requests(blazerpc_serve, blazerpc_connect):
     gate = Gate()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, doubling_app(gate, policy="adaptive"))
-    with grpc.insecure_channel(server.address) as channel:
-        call = s.pb2_grpc.InferenceServiceStub(channel).PredictDouble
-        first = call.future(s.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
-        gate.wait_entered()
-        futures = [call.future(s.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT) for i in range(1, 5)]
-        rec.wait_depth("double", 4)
-        gate.open()
-        assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
-        first.result()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, policy="adaptive"))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[0.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    futures = [call.future(conn.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT) for i in range(1, 5)]
+    rec.wait_depth("double", 4)
+    gate.open()
+    assert [f.result().result[0] for f in futures] == [2.0, 4.0, 6.0, 8.0]
+    first.result()
     assert rec.dispatched == [("double", 1, 1), ("double", 4, 4)]
 
 
@@ -518,7 +500,7 @@ class _PairsPlugin:
         return _PairsPolicy() if spec.name == "pairs" else None
 
 
-def test_a_third_party_policy_schedules_the_models_it_claims(blazerpc_serve, blazerpc_stubs):
+def test_a_third_party_policy_schedules_the_models_it_claims(blazerpc_serve, blazerpc_connect):
     calls: list[list[float]] = []
     app = BlazeApp()
 
@@ -532,15 +514,14 @@ def test_a_third_party_policy_schedules_the_models_it_claims(blazerpc_serve, bla
         return [v - 1 for v in x]
 
     plugin = _PairsPlugin()
-    server, s, rec = serve(blazerpc_serve, blazerpc_stubs, app, plugins=[plugin])
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        # The built-in policy still serves "others": a lone request goes at once.
-        assert list(stub.PredictOthers(s.pb2.OthersRequest(x=[1.0]), timeout=TIMEOUT).result) == [0.0]
-        one = stub.PredictPairs.future(s.pb2.PairsRequest(x=[1.0]), timeout=TIMEOUT)
-        rec.wait_depth("pairs", 1)
-        two = stub.PredictPairs.future(s.pb2.PairsRequest(x=[2.0]), timeout=TIMEOUT)
-        assert list(one.result().result) == [2.0]
-        assert list(two.result().result) == [3.0]
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app, plugins=[plugin])
+    stub = conn.stub
+    # The built-in policy still serves "others": a lone request goes at once.
+    assert list(stub.PredictOthers(conn.pb2.OthersRequest(x=[1.0]), timeout=TIMEOUT).result) == [0.0]
+    one = stub.PredictPairs.future(conn.pb2.PairsRequest(x=[1.0]), timeout=TIMEOUT)
+    rec.wait_depth("pairs", 1)
+    two = stub.PredictPairs.future(conn.pb2.PairsRequest(x=[2.0]), timeout=TIMEOUT)
+    assert list(one.result().result) == [2.0]
+    assert list(two.result().result) == [3.0]
     assert sorted(plugin.asked) == ["others", "pairs"]
     assert calls == [[1.0, 2.0]]

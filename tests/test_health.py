@@ -9,21 +9,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blazerpc_core import BlazeApp, hookimpl
+from blazerpc_core import hookimpl
 from blazerpc_core.testing import free_port, start_server
+from tests.apps import add_app
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def _app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    return app
 
 
 def _check(address: str, service: str) -> int:
@@ -35,12 +26,12 @@ def _check(address: str, service: str) -> int:
 
 @pytest.mark.parametrize("service", ["", "blazerpc.InferenceService"])
 def test_check_answers_serving_once_ready(blazerpc_serve, service):
-    server = blazerpc_serve(_app())
+    server = blazerpc_serve(add_app())
     assert _check(server.address, service) == SERVING
 
 
 def test_unknown_service_is_not_found(blazerpc_serve):
-    server = blazerpc_serve(_app())
+    server = blazerpc_serve(add_app())
     with pytest.raises(grpc.RpcError) as info:
         _check(server.address, "no.such.Service")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -58,7 +49,7 @@ def test_not_serving_and_unavailable_while_warming_up():
 
     port = free_port()
     starter = threading.Thread(
-        target=lambda: holder.append(start_server(_app(), plugins=[SlowWarmup()], port=port))
+        target=lambda: holder.append(start_server(add_app(), plugins=[SlowWarmup()], port=port))
     )
     holder: list = []
     starter.start()
@@ -83,7 +74,7 @@ def test_not_serving_and_unavailable_while_warming_up():
 
 
 def test_watch_sees_serving_then_not_serving_first_thing_at_shutdown():
-    server = start_server(_app())
+    server = start_server(add_app())
     channel = grpc.insecure_channel(server.address)
     stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
     try:
@@ -99,7 +90,7 @@ def test_watch_sees_serving_then_not_serving_first_thing_at_shutdown():
 
 
 def test_watch_of_an_unknown_service_says_service_unknown(blazerpc_serve):
-    server = blazerpc_serve(_app())
+    server = blazerpc_serve(add_app())
     with grpc.insecure_channel(server.address) as channel:
         stream = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service="nope"), timeout=10

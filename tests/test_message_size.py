@@ -13,6 +13,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from blazerpc_core import BlazeApp
+from blazerpc_core.testing import Connection
 
 TIMEOUT = 10
 LIMIT = 1024 * 1024  # --max-message-mb 1
@@ -35,9 +36,9 @@ def make_app() -> BlazeApp:
 
 
 @pytest.fixture
-def served(blazerpc_serve: Any, blazerpc_stubs: Any) -> tuple[Any, Any]:
+def served(blazerpc_serve: Any, blazerpc_connect: Any) -> tuple[Any, Connection]:
     server = blazerpc_serve(make_app(), max_message_mb=1)
-    return server, blazerpc_stubs(server)
+    return server, blazerpc_connect(server, options=CLIENT_OPTIONS)
 
 
 def payload_for(message_size: int) -> bytes:
@@ -46,33 +47,30 @@ def payload_for(message_size: int) -> bytes:
 
 
 def test_oversize_request_is_refused_and_the_channel_stays_usable(served: Any) -> None:
-    server, stubs = served
-    with grpc.insecure_channel(server.address, options=CLIENT_OPTIONS) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        at_limit = stubs.pb2.SizeRequest(data=payload_for(LIMIT))
-        assert at_limit.ByteSize() == LIMIT
-        assert stub.PredictSize(at_limit, timeout=TIMEOUT).result == LIMIT - 4
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictSize(stubs.pb2.SizeRequest(data=payload_for(LIMIT + 1)), timeout=TIMEOUT)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert f"{LIMIT + 1} bytes, over the server's limit of {LIMIT} bytes" in (info.value.details() or "")
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictSize(stubs.pb2.SizeRequest(data=b"y" * (8 * LIMIT)), timeout=TIMEOUT)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # The same connection carries on with normal requests.
-        assert stub.PredictSize(stubs.pb2.SizeRequest(data=b"abc"), timeout=TIMEOUT).result == 3
+    _, conn = served
+    stub, pb2 = conn.stub, conn.pb2
+    at_limit = pb2.SizeRequest(data=payload_for(LIMIT))
+    assert at_limit.ByteSize() == LIMIT
+    assert stub.PredictSize(at_limit, timeout=TIMEOUT).result == LIMIT - 4
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PredictSize(pb2.SizeRequest(data=payload_for(LIMIT + 1)), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"{LIMIT + 1} bytes, over the server's limit of {LIMIT} bytes" in (info.value.details() or "")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PredictSize(pb2.SizeRequest(data=b"y" * (8 * LIMIT)), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The same connection carries on with normal requests.
+    assert stub.PredictSize(pb2.SizeRequest(data=b"abc"), timeout=TIMEOUT).result == 3
 
 
 def test_oversize_message_in_a_client_stream(served: Any) -> None:
-    server, stubs = served
-    with grpc.insecure_channel(server.address, options=CLIENT_OPTIONS) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        small = [stubs.pb2.TotalSizeRequest(chunks=b"a" * 10) for _ in range(3)]
-        assert stub.PredictTotalSize(iter(small), timeout=TIMEOUT).result == 30
-        big = [*small, stubs.pb2.TotalSizeRequest(chunks=b"b" * (2 * LIMIT))]
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictTotalSize(iter(big), timeout=TIMEOUT)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _, conn = served
+    small = [conn.pb2.TotalSizeRequest(chunks=b"a" * 10) for _ in range(3)]
+    assert conn.stub.PredictTotalSize(iter(small), timeout=TIMEOUT).result == 30
+    big = [*small, conn.pb2.TotalSizeRequest(chunks=b"b" * (2 * LIMIT))]
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictTotalSize(iter(big), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_refused_from_the_prefix_before_any_body_arrives(served: Any) -> None:
@@ -80,13 +78,13 @@ def test_refused_from_the_prefix_before_any_body_arrives(served: Any) -> None:
 
     A server that read the body first would wait for it until the deadline instead.
     """
-    server, stubs = served
+    server, conn = served
 
     async def lying_prefix() -> GRPCError | None:
         async with Channel("127.0.0.1", server.port) as channel:
             stream = channel.request(
                 "/blazerpc.InferenceService/PredictSize", Cardinality.UNARY_UNARY,
-                stubs.pb2.SizeRequest, stubs.pb2.SizeResponse, timeout=TIMEOUT,
+                conn.pb2.SizeRequest, conn.pb2.SizeResponse, timeout=TIMEOUT,
             )
             try:
                 async with stream:
@@ -104,10 +102,7 @@ def test_refused_from_the_prefix_before_any_body_arrives(served: Any) -> None:
     assert "1073741824 bytes" in (error.message or "")
 
 
-def test_default_limit_is_64_mib(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app())
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address, options=CLIENT_OPTIONS) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        # 8 MiB is fine by default (grpclib itself has no limit; grpcio's default is 4 MiB).
-        assert stub.PredictSize(stubs.pb2.SizeRequest(data=b"z" * (8 * LIMIT)), timeout=TIMEOUT).result == 8 * LIMIT
+def test_default_limit_is_64_mib(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(make_app()), options=CLIENT_OPTIONS)
+    # 8 MiB is fine by default (grpclib itself has no limit; grpcio's default is 4 MiB).
+    assert conn.stub.PredictSize(conn.pb2.SizeRequest(data=b"z" * (8 * LIMIT)), timeout=TIMEOUT).result == 8 * LIMIT

@@ -18,6 +18,7 @@ from blazerpc_core import BlazeApp, hookimpl
 from blazerpc_core.context import ServerContext
 from blazerpc_core.errors import StartupError
 from blazerpc_core.testing import free_port, serve_cli
+from tests.apps import add_app
 
 TIMEOUT = 10
 
@@ -42,11 +43,7 @@ def labels(**values: str) -> tuple[tuple[str, str], ...]:
 
 
 def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
+    app = add_app()
 
     @app.model("boom")
     def boom(x: int) -> int:
@@ -74,20 +71,17 @@ class BatchEmitter:
         context.batch_events.queue_depth(spec, 5)
 
 
-def test_metrics_after_known_traffic(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_metrics_after_known_traffic(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     port = free_port()
-    server = blazerpc_serve(make_app(), metrics_port=port, plugins=[BatchEmitter()])
-    stubs = blazerpc_stubs(server)
-    pb2 = stubs.pb2
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        for i in range(3):
-            assert stub.PredictAdd(pb2.AddRequest(a=i, b=1), timeout=TIMEOUT).result == i + 1
-        with pytest.raises(grpc.RpcError):
-            stub.PredictBoom(pb2.BoomRequest(x=1), timeout=TIMEOUT)
-        with pytest.raises(grpc.RpcError):
-            channel.unary_unary("/blazerpc.InferenceService/PredictAdd")(b"\xff\xff", timeout=TIMEOUT)
-        assert [m.result for m in stub.PredictCount(pb2.CountRequest(n=4), timeout=TIMEOUT)] == [0, 1, 2, 3]
+    conn = blazerpc_connect(blazerpc_serve(make_app(), metrics_port=port, plugins=[BatchEmitter()]))
+    stub, pb2 = conn.stub, conn.pb2
+    for i in range(3):
+        assert stub.PredictAdd(pb2.AddRequest(a=i, b=1), timeout=TIMEOUT).result == i + 1
+    with pytest.raises(grpc.RpcError):
+        stub.PredictBoom(pb2.BoomRequest(x=1), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError):
+        conn.channel.unary_unary("/blazerpc.InferenceService/PredictAdd")(b"\xff\xff", timeout=TIMEOUT)
+    assert [m.result for m in stub.PredictCount(pb2.CountRequest(n=4), timeout=TIMEOUT)] == [0, 1, 2, 3]
 
     samples = scrape(port)
     add = {"model": "add", "version": "1"}
@@ -110,12 +104,11 @@ def test_metrics_after_known_traffic(blazerpc_serve: Any, blazerpc_stubs: Any) -
     assert samples[("blazerpc_queue_depth", labels(**add))] == 5
 
 
-def test_two_servers_keep_separate_registries(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_two_servers_keep_separate_registries(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     ports = [free_port(), free_port()]
     servers = [blazerpc_serve(make_app(), metrics_port=port) for port in ports]
-    stubs = blazerpc_stubs(servers[0])
-    with grpc.insecure_channel(servers[0].address) as channel:
-        stubs.pb2_grpc.InferenceServiceStub(channel).PredictAdd(stubs.pb2.AddRequest(a=1, b=1), timeout=TIMEOUT)
+    conn = blazerpc_connect(servers[0])
+    conn.stub.PredictAdd(conn.pb2.AddRequest(a=1, b=1), timeout=TIMEOUT)
     ok = ("blazerpc_requests_total", labels(model="add", version="1", code="OK"))
     assert scrape(ports[0])[ok] == 1
     assert ok not in scrape(ports[1])
@@ -130,13 +123,10 @@ def test_metrics_endpoint_closes_with_the_server(blazerpc_serve: Any) -> None:
         fetch(port)
 
 
-def test_disabling_metrics_plugin_serves_no_metrics(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_disabling_metrics_plugin_serves_no_metrics(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     port = free_port()
-    server = blazerpc_serve(make_app(), metrics_port=port, disabled=["metrics"])
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        assert stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=1), timeout=TIMEOUT).result == 2
+    conn = blazerpc_connect(blazerpc_serve(make_app(), metrics_port=port, disabled=["metrics"]))
+    assert conn.stub.PredictAdd(conn.pb2.AddRequest(a=1, b=1), timeout=TIMEOUT).result == 2
     with pytest.raises(urllib.error.URLError):
         fetch(port)
 
@@ -178,7 +168,7 @@ def test_a_taken_metrics_port_fails_startup_naming_it(blazerpc_serve: Any) -> No
             blazerpc_serve(make_app(), metrics_port=port, load_entry_points=False)
 
 
-def test_real_batches_feed_the_batch_families(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_real_batches_feed_the_batch_families(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     app = BlazeApp()
 
     @app.model("double", max_batch_size=8)
@@ -186,13 +176,10 @@ def test_real_batches_feed_the_batch_families(blazerpc_serve: Any, blazerpc_stub
         return [v * 2 for v in x]
 
     port = free_port()
-    server = blazerpc_serve(app, metrics_port=port)
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        futures = [stub.PredictDouble.future(stubs.pb2.DoubleRequest(x=[1.0] * rows), timeout=TIMEOUT)
-                   for rows in (1, 2, 3)]
-        assert [list(f.result().result) for f in futures] == [[2.0], [2.0] * 2, [2.0] * 3]
+    conn = blazerpc_connect(blazerpc_serve(app, metrics_port=port))
+    futures = [conn.stub.PredictDouble.future(conn.pb2.DoubleRequest(x=[1.0] * rows), timeout=TIMEOUT)
+               for rows in (1, 2, 3)]
+    assert [list(f.result().result) for f in futures] == [[2.0], [2.0] * 2, [2.0] * 3]
     samples = scrape(port)
     double_labels = labels(model="double", version="1")
     # However the three requests were grouped, the batches carried all six rows.

@@ -14,6 +14,8 @@ import pytest
 from blazerpc_core import BlazeApp, CallContext, PermissionDenied, hookimpl
 from blazerpc_core.call import CallNext
 from blazerpc_core.settings import ServeSettings
+from blazerpc_core.testing import Connection
+from tests.apps import add_app
 
 
 class Recorder:
@@ -55,32 +57,20 @@ class ChainPlugin:
         return [self.outer, self.inner]
 
 
-def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    return app
-
-
 @pytest.fixture
-def chain_server(blazerpc_serve: Any, blazerpc_stubs: Any) -> tuple[Any, Any, ChainPlugin]:
+def chain_server(blazerpc_serve: Any, blazerpc_connect: Any) -> tuple[Any, Connection, ChainPlugin]:
     plugin = ChainPlugin()
-    server = blazerpc_serve(make_app(), plugins=[plugin])
-    return server, blazerpc_stubs(server), plugin
+    server = blazerpc_serve(add_app(), plugins=[plugin])
+    return server, blazerpc_connect(server), plugin
 
 
-def call(server: Any, stubs: Any, *, metadata: tuple[tuple[str, str], ...] = (), **fields: Any) -> Any:
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        return stub.PredictAdd.with_call(stubs.pb2.AddRequest(**fields), metadata=metadata, timeout=10)
+def call(conn: Connection, *, metadata: tuple[tuple[str, str], ...] = (), **fields: Any) -> Any:
+    return conn.stub.PredictAdd.with_call(conn.pb2.AddRequest(**fields), metadata=metadata, timeout=10)
 
 
 def test_chain_runs_outermost_first_and_sees_inputs_and_outputs(chain_server: Any) -> None:
-    server, stubs, plugin = chain_server
-    response, rpc = call(server, stubs, a=1, b=2, metadata=(("x-scale", "outer"),))
+    _, conn, plugin = chain_server
+    response, rpc = call(conn, a=1, b=2, metadata=(("x-scale", "outer"),))
     # Outer scales the value inner saw: outer wraps inner.
     assert response.result == 30
     assert plugin.log == ["outer:in", "inner:in", "inner:out=3.0", "outer:out=3.0"]
@@ -90,17 +80,17 @@ def test_chain_runs_outermost_first_and_sees_inputs_and_outputs(chain_server: An
 
 
 def test_middleware_rejects_and_inner_layers_never_run(chain_server: Any) -> None:
-    server, stubs, plugin = chain_server
+    _, conn, plugin = chain_server
     with pytest.raises(grpc.RpcError) as info:
-        call(server, stubs, a=1, b=2, metadata=(("x-block", "outer"),))
+        call(conn, a=1, b=2, metadata=(("x-block", "outer"),))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "blocked by outer" in (info.value.details() or "")
     assert plugin.log == ["outer:in"]
 
 
 def test_on_done_sees_final_status_and_latency(chain_server: Any) -> None:
-    server, stubs, plugin = chain_server
-    call(server, stubs, a=1, b=2)
+    _, conn, plugin = chain_server
+    call(conn, a=1, b=2)
     assert plugin.outer.done.wait(10)
     ctx = plugin.finished[-1]
     assert (ctx.status, ctx.model.name, ctx.rpc) == ("OK", "add", "PredictAdd")
@@ -122,50 +112,44 @@ def test_undecodable_request_still_runs_the_chain(chain_server: Any) -> None:
     assert plugin.log == ["outer:in", "inner:in"]
 
 
-def test_request_id_is_generated_and_returned(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app())
-    stubs = blazerpc_stubs(server)
-    ids = {dict(call(server, stubs, a=1, b=1)[1].trailing_metadata())["x-request-id"] for _ in range(3)}
+def test_request_id_is_generated_and_returned(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(add_app()))
+    ids = {dict(call(conn, a=1, b=1)[1].trailing_metadata())["x-request-id"] for _ in range(3)}
     assert len(ids) == 3
 
 
-def test_request_id_from_client_is_honoured_and_junk_replaced(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app())
-    stubs = blazerpc_stubs(server)
-    _, rpc = call(server, stubs, a=1, b=1, metadata=(("x-request-id", "req-42.abc"),))
+def test_request_id_from_client_is_honoured_and_junk_replaced(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(add_app()))
+    _, rpc = call(conn, a=1, b=1, metadata=(("x-request-id", "req-42.abc"),))
     assert dict(rpc.trailing_metadata())["x-request-id"] == "req-42.abc"
     # Spaces and quotes could forge access-log fields: such ids are replaced, not echoed.
-    _, rpc = call(server, stubs, a=1, b=1, metadata=(("x-request-id", 'a" status=OK'),))
+    _, rpc = call(conn, a=1, b=1, metadata=(("x-request-id", 'a" status=OK'),))
     returned = dict(rpc.trailing_metadata())["x-request-id"]
     assert returned and " " not in returned and '"' not in returned
 
 
-def test_request_id_is_returned_on_errors_too(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_request_id_is_returned_on_errors_too(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     app = BlazeApp()
 
     @app.model("boom")
     def boom(x: int) -> int:
         raise RuntimeError("kaboom")
 
-    server = blazerpc_serve(app)
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictBoom(stubs.pb2.BoomRequest(x=1), metadata=(("x-request-id", "trace-me"),), timeout=10)
+    conn = blazerpc_connect(blazerpc_serve(app))
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictBoom(conn.pb2.BoomRequest(x=1), metadata=(("x-request-id", "trace-me"),), timeout=10)
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert dict(info.value.trailing_metadata())["x-request-id"] == "trace-me"
 
 
-def test_disabling_request_id_plugin_removes_the_trailer(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app(), disabled=["request-id"])
-    stubs = blazerpc_stubs(server)
-    response, rpc = call(server, stubs, a=2, b=3)
+def test_disabling_request_id_plugin_removes_the_trailer(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(add_app(), disabled=["request-id"]))
+    response, rpc = call(conn, a=2, b=3)
     assert response.result == 5
     assert "x-request-id" not in dict(rpc.trailing_metadata())
 
 
-def test_invalid_trailing_metadata_from_a_middleware_does_not_hide_the_status(blazerpc_serve, blazerpc_stubs):
+def test_invalid_trailing_metadata_from_a_middleware_does_not_hide_the_status(blazerpc_serve, blazerpc_connect):
     """Tried: a non-ASCII value with a newline, and a reserved ``grpc-`` key, set by a buggy middleware."""
 
     class Sloppy:
@@ -184,12 +168,9 @@ def test_invalid_trailing_metadata_from_a_middleware_does_not_hide_the_status(bl
     def div(a: float, b: float) -> float:
         return a / b
 
-    server = blazerpc_serve(app, plugins=[SloppyPlugin()])
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        assert stub.PredictDiv(stubs.pb2.DivRequest(a=1, b=2), timeout=5).result == 0.5
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictDiv(stubs.pb2.DivRequest(a=1, b=0), timeout=5)
+    conn = blazerpc_connect(blazerpc_serve(app, plugins=[SloppyPlugin()]))
+    assert conn.stub.PredictDiv(conn.pb2.DivRequest(a=1, b=2), timeout=5).result == 0.5
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictDiv(conn.pb2.DivRequest(a=1, b=0), timeout=5)
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert "ZeroDivisionError" in info.value.details()

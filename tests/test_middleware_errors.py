@@ -13,6 +13,7 @@ from grpclib.const import Status
 from blazerpc_core import BlazeApp, RegistrationError
 from blazerpc_core.cli import make_cli
 from blazerpc_core.defaults.error_map import parse_error_map
+from blazerpc_core.testing import Connection
 
 TIMEOUT = 10
 
@@ -42,21 +43,19 @@ def make_app(**options: Any) -> BlazeApp:
     return app
 
 
-def statuses(server: Any, stubs: Any, *kinds: str) -> dict[str, tuple[grpc.StatusCode, str]]:
+def statuses(conn: Connection, *kinds: str) -> dict[str, tuple[grpc.StatusCode, str]]:
     found = {}
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        for kind in kinds:
-            with pytest.raises(grpc.RpcError) as info:
-                stub.PredictFail(stubs.pb2.FailRequest(kind=kind), timeout=TIMEOUT)
-            found[kind] = (info.value.code(), info.value.details() or "")
+    for kind in kinds:
+        with pytest.raises(grpc.RpcError) as info:
+            conn.stub.PredictFail(conn.pb2.FailRequest(kind=kind), timeout=TIMEOUT)
+        found[kind] = (info.value.code(), info.value.details() or "")
     return found
 
 
-def test_app_error_map_and_builtin_defaults(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_app_error_map_and_builtin_defaults(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     app = make_app(error_map={ValueError: "INVALID_ARGUMENT", LookupError: "NOT_FOUND", KeyError: Status.ABORTED})
     server = blazerpc_serve(app)
-    found = statuses(server, blazerpc_stubs(server), *ERRORS)
+    found = statuses(blazerpc_connect(server), *ERRORS)
     assert found["value"] == (grpc.StatusCode.INVALID_ARGUMENT, "ValueError: x must be positive")
     # The most specific mapped class wins, whatever the order of the mapping.
     assert found["key"][0] == grpc.StatusCode.ABORTED
@@ -66,28 +65,28 @@ def test_app_error_map_and_builtin_defaults(blazerpc_serve: Any, blazerpc_stubs:
     assert found["runtime"][0] == grpc.StatusCode.INTERNAL and "secret internals" in found["runtime"][1]
 
 
-def test_precedence_app_over_operator_over_defaults(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_precedence_app_over_operator_over_defaults(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     app = make_app(error_map={NotImplementedError: "FAILED_PRECONDITION"})
     operator = ("ValueError=OUT_OF_RANGE", "NotImplementedError=ABORTED", "TimeoutError=UNAVAILABLE",
                 f"{__name__}:QuotaError=RESOURCE_EXHAUSTED")
     server = blazerpc_serve(app, extra={"error_map": operator})
-    found = statuses(server, blazerpc_stubs(server), "value", "todo", "timeout", "quota")
+    found = statuses(blazerpc_connect(server), "value", "todo", "timeout", "quota")
     assert found["value"][0] == grpc.StatusCode.OUT_OF_RANGE
     assert found["todo"][0] == grpc.StatusCode.FAILED_PRECONDITION
     assert found["timeout"][0] == grpc.StatusCode.UNAVAILABLE
     assert found["quota"] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QuotaError: too much")
 
 
-def test_hidden_details_keep_mapped_messages_only(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_hidden_details_keep_mapped_messages_only(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     server = blazerpc_serve(make_app(error_map={ValueError: "INVALID_ARGUMENT"}), hide_error_details=True)
-    found = statuses(server, blazerpc_stubs(server), "runtime", "value")
+    found = statuses(blazerpc_connect(server), "runtime", "value")
     assert found["runtime"] == (grpc.StatusCode.INTERNAL, "model 'fail' version '1' failed; see the server log")
     assert found["value"] == (grpc.StatusCode.INVALID_ARGUMENT, "ValueError: x must be positive")
 
 
-def test_disabling_error_map_plugin_drops_the_defaults(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_disabling_error_map_plugin_drops_the_defaults(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     server = blazerpc_serve(make_app(), disabled=["error-map"])
-    found = statuses(server, blazerpc_stubs(server), "todo", "timeout")
+    found = statuses(blazerpc_connect(server), "todo", "timeout")
     assert found["todo"][0] == found["timeout"][0] == grpc.StatusCode.INTERNAL
 
 
@@ -125,7 +124,7 @@ def test_cli_rejects_a_bad_error_map_before_serving() -> None:
     assert "unknown gRPC status 'TEAPOT'" in result.output
 
 
-def test_two_apps_with_error_maps_serve_together(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
+def test_two_apps_with_error_maps_serve_together(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
     first = make_app(error_map={ValueError: "INVALID_ARGUMENT"})
     second = BlazeApp(error_map={ValueError: "INVALID_ARGUMENT", KeyError: "NOT_FOUND"})
 
@@ -133,9 +132,8 @@ def test_two_apps_with_error_maps_serve_together(blazerpc_serve: Any, blazerpc_s
     def other(x: int) -> int:
         raise KeyError(x)
 
-    server = blazerpc_serve([first, second])
-    stubs = blazerpc_stubs(server)
-    assert statuses(server, stubs, "value")["value"][0] == grpc.StatusCode.INVALID_ARGUMENT
-    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as info:
-        stubs.pb2_grpc.InferenceServiceStub(channel).PredictOther(stubs.pb2.OtherRequest(x=1), timeout=TIMEOUT)
+    conn = blazerpc_connect(blazerpc_serve([first, second]))
+    assert statuses(conn, "value")["value"][0] == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictOther(conn.pb2.OtherRequest(x=1), timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND

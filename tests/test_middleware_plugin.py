@@ -14,8 +14,9 @@ import grpc
 import pytest
 from click.testing import CliRunner
 
-from blazerpc_core import BlazeApp
 from blazerpc_core.cli import make_cli
+from blazerpc_core.testing import Connection
+from tests.apps import add_app
 
 FIXTURE = Path(__file__).parent / "fixtures" / "blazerpc-stamp-middleware"
 MODULE = "blazerpc_stamp_middleware"
@@ -44,42 +45,28 @@ def stamp_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     importlib.invalidate_caches()
 
 
-def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    return app
+def call(conn: Connection, *metadata: tuple[str, str]) -> Any:
+    return conn.stub.PredictAdd.with_call(conn.pb2.AddRequest(a=1, b=2), metadata=metadata, timeout=TIMEOUT)
 
 
-def call(server: Any, stubs: Any, *metadata: tuple[str, str]) -> Any:
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        return stub.PredictAdd.with_call(stubs.pb2.AddRequest(a=1, b=2), metadata=metadata, timeout=TIMEOUT)
-
-
-def test_installed_middleware_wraps_calls(stamp_installed: Path, blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app(), extra={"stamp_text": "hello"})
-    stubs = blazerpc_stubs(server)
-    response, rpc = call(server, stubs)
+def test_installed_middleware_wraps_calls(stamp_installed: Path, blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    conn = blazerpc_connect(blazerpc_serve(add_app(), extra={"stamp_text": "hello"}))
+    response, rpc = call(conn)
     assert response.result == 3
     trailers = dict(rpc.trailing_metadata())
     assert trailers["x-stamp"] == "hello:add@1"
     assert "x-request-id" in trailers  # built-ins still run around it
     with pytest.raises(grpc.RpcError) as info:
-        call(server, stubs, ("x-stamp-deny", "1"))
+        call(conn, ("x-stamp-deny", "1"))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert info.value.details() == "the stamp plugin refused this call"
 
 
 def test_installed_middleware_can_be_disabled_by_name(
-    stamp_installed: Path, blazerpc_serve: Any, blazerpc_stubs: Any
+    stamp_installed: Path, blazerpc_serve: Any, blazerpc_connect: Any
 ) -> None:
-    server = blazerpc_serve(make_app(), disabled=["stamp"])
-    stubs = blazerpc_stubs(server)
-    _, rpc = call(server, stubs, ("x-stamp-deny", "1"))
+    conn = blazerpc_connect(blazerpc_serve(add_app(), disabled=["stamp"]))
+    _, rpc = call(conn, ("x-stamp-deny", "1"))
     assert "x-stamp" not in dict(rpc.trailing_metadata())
 
 

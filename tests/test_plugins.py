@@ -13,6 +13,7 @@ import pytest
 from blazerpc_core import BlazeApp, PluginError, hookimpl
 from blazerpc_core.plugins import DEFAULT_PLUGINS, describe_plugins, make_plugin_manager
 from blazerpc_core.schema.fields import FieldMapping, T
+from tests.apps import add_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,7 +38,7 @@ def installed_fraction_plugin(tmp_path, monkeypatch):
 
 
 def test_installed_plugin_maps_a_custom_type_and_registers_a_model(
-    installed_fraction_plugin, blazerpc_serve, blazerpc_stubs
+    installed_fraction_plugin, blazerpc_serve, blazerpc_connect
 ):
     app = BlazeApp()
 
@@ -47,15 +48,13 @@ def test_installed_plugin_maps_a_custom_type_and_registers_a_model(
 
     server = blazerpc_serve(app)
     assert "rpc PredictHalf(HalfRequest) returns (HalfResponse);" in server.proto_text
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-        assert stub.PredictThird(stubs.pb2.ThirdRequest(x="1/2"), timeout=5).result == "1/6"
-        assert stub.PredictHalf(stubs.pb2.HalfRequest(x="3"), timeout=5).result == "3/2"
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictHalf(stubs.pb2.HalfRequest(x="one/two"), timeout=5)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "'one/two' is not a fraction" in info.value.details()
+    conn = blazerpc_connect(server)
+    assert conn.stub.PredictThird(conn.pb2.ThirdRequest(x="1/2"), timeout=5).result == "1/6"
+    assert conn.stub.PredictHalf(conn.pb2.HalfRequest(x="3"), timeout=5).result == "3/2"
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictHalf(conn.pb2.HalfRequest(x="one/two"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'one/two' is not a fraction" in info.value.details()
 
 
 def test_installed_plugin_is_listed_and_can_be_disabled_by_name(installed_fraction_plugin, monkeypatch):
@@ -87,7 +86,7 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("BLAZERPC_")}
 
 
-def test_a_third_party_type_mapping_overrides_the_builtin_one(blazerpc_serve, blazerpc_stubs):
+def test_a_third_party_type_mapping_overrides_the_builtin_one(blazerpc_serve, blazerpc_connect):
     class FloatsAsStrings:
         @hookimpl
         def blazerpc_map_type(self, annotation, context):
@@ -103,9 +102,8 @@ def test_a_third_party_type_mapping_overrides_the_builtin_one(blazerpc_serve, bl
 
     server = blazerpc_serve(app)
     assert "string a = 1;" in server.proto_text
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictAdd(stubs.pb2.AddRequest(a="0.5", b="0.25"))
+    conn = blazerpc_connect(server)
+    reply = conn.stub.PredictAdd(conn.pb2.AddRequest(a="0.5", b="0.25"))
     assert reply.result == "0.75"
 
 
@@ -140,13 +138,7 @@ def test_a_plugin_that_fails_to_import_names_itself(tmp_path, monkeypatch):
 
 
 def test_disabling_a_default_plugin_removes_its_behaviour(blazerpc_serve, blazerpc_connect):
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    server = blazerpc_serve(app, disabled=["request-id"], load_entry_points=False)
+    server = blazerpc_serve(add_app(), disabled=["request-id"], load_entry_points=False)
     conn = blazerpc_connect(server)
     _, call = conn.stub.PredictAdd.with_call(conn.pb2.AddRequest(a=1, b=2), timeout=5,
                                              metadata=[("x-request-id", "abc")])

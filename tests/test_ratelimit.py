@@ -8,94 +8,79 @@ from typing import Any
 import grpc
 import pytest
 
-from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core import RegistrationError
 from blazerpc_core.security.ratelimit import TokenBuckets
+from blazerpc_core.testing import Connection
+from tests.apps import add_app
 
 TIMEOUT = 10
 
 
-def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    return app
-
-
-def caller(server: Any, stubs: Any) -> Any:
-    channel = grpc.insecure_channel(server.address)
-    stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-
+def caller(conn: Connection) -> Any:
     def call(*metadata: tuple[str, str]) -> Any:
-        return stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=1), metadata=metadata, timeout=TIMEOUT)
+        return conn.stub.PredictAdd(conn.pb2.AddRequest(a=1, b=1), metadata=metadata, timeout=TIMEOUT)
 
-    return channel, call
-
-
-def test_limit_kicks_in_with_retry_hint_and_recovers(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app(), extra={"rate_limit": 5.0, "rate_burst": 2})
-    channel, call = caller(server, blazerpc_stubs(server))
-    with channel:
-        assert call().result == call().result == 2
-        with pytest.raises(grpc.RpcError) as info:
-            call()
-        error = info.value
-        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "rate limit of 5 calls/s (burst 2) exceeded" in (error.details() or "")
-        retry_ms = int(dict(error.trailing_metadata())["retry-after-ms"])
-        assert 0 < retry_ms <= 200  # one token every 200 ms
-        # Waiting as long as the server said is enough (bounded: at most 0.2 s).
-        time.sleep(retry_ms / 1000.0)
-        assert call().result == 2
+    return call
 
 
-def test_each_api_key_has_its_own_bucket(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app(), extra={"rate_limit": 0.01, "rate_burst": 1})
-    channel, call = caller(server, blazerpc_stubs(server))
-    with channel:
-        assert call(("x-api-key", "client-a")).result == 2
-        with pytest.raises(grpc.RpcError) as info:
-            call(("x-api-key", "client-a"))
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # Another client is not held back by client-a's empty bucket ...
-        assert call(("authorization", "Bearer client-b")).result == 2
-        # ... and a client without a key counts against its address.
-        assert call().result == 2
-        with pytest.raises(grpc.RpcError):
-            call()
+def test_limit_kicks_in_with_retry_hint_and_recovers(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    server = blazerpc_serve(add_app(), extra={"rate_limit": 5.0, "rate_burst": 2})
+    call = caller(blazerpc_connect(server))
+    assert call().result == call().result == 2
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    error = info.value
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "rate limit of 5 calls/s (burst 2) exceeded" in (error.details() or "")
+    retry_ms = int(dict(error.trailing_metadata())["retry-after-ms"])
+    assert 0 < retry_ms <= 200  # one token every 200 ms
+    # Waiting as long as the server said is enough (bounded: at most 0.2 s).
+    time.sleep(retry_ms / 1000.0)
+    assert call().result == 2
+
+
+def test_each_api_key_has_its_own_bucket(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    server = blazerpc_serve(add_app(), extra={"rate_limit": 0.01, "rate_burst": 1})
+    call = caller(blazerpc_connect(server))
+    assert call(("x-api-key", "client-a")).result == 2
+    with pytest.raises(grpc.RpcError) as info:
+        call(("x-api-key", "client-a"))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Another client is not held back by client-a's empty bucket ...
+    assert call(("authorization", "Bearer client-b")).result == 2
+    # ... and a client without a key counts against its address.
+    assert call().result == 2
+    with pytest.raises(grpc.RpcError):
+        call()
 
 
 def test_with_auth_the_key_is_the_credential(
-    blazerpc_serve: Any, blazerpc_stubs: Any, monkeypatch: Any
+    blazerpc_serve: Any, blazerpc_connect: Any, monkeypatch: Any
 ) -> None:
     token = "rate-token-0123456789abcdef"
     monkeypatch.setenv("BLAZERPC_AUTH_TOKENS", token)
-    server = blazerpc_serve(make_app(), extra={"rate_limit": 0.01, "rate_burst": 1})
-    channel, call = caller(server, blazerpc_stubs(server))
-    with channel:
-        assert call(("x-api-key", token)).result == 2
-        with pytest.raises(grpc.RpcError) as info:
-            call(("authorization", f"Bearer {token}"))  # same credential, other header
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        with pytest.raises(grpc.RpcError) as info:
-            call(("x-api-key", "made-up"))  # inventing keys does not buy a fresh bucket
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    server = blazerpc_serve(add_app(), extra={"rate_limit": 0.01, "rate_burst": 1})
+    call = caller(blazerpc_connect(server))
+    assert call(("x-api-key", token)).result == 2
+    with pytest.raises(grpc.RpcError) as info:
+        call(("authorization", f"Bearer {token}"))  # same credential, other header
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as info:
+        call(("x-api-key", "made-up"))  # inventing keys does not buy a fresh bucket
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_off_unless_configured(blazerpc_serve: Any, blazerpc_stubs: Any) -> None:
-    server = blazerpc_serve(make_app())
-    channel, call = caller(server, blazerpc_stubs(server))
-    with channel:
-        assert all(call().result == 2 for _ in range(30))
+def test_off_unless_configured(blazerpc_serve: Any, blazerpc_connect: Any) -> None:
+    server = blazerpc_serve(add_app())
+    call = caller(blazerpc_connect(server))
+    assert all(call().result == 2 for _ in range(30))
 
 
 def test_configuration_errors(blazerpc_serve: Any) -> None:
     with pytest.raises(RegistrationError, match="--rate-burst needs --rate-limit"):
-        blazerpc_serve(make_app(), extra={"rate_burst": 3})
+        blazerpc_serve(add_app(), extra={"rate_burst": 3})
     with pytest.raises(RegistrationError, match="must be positive"):
-        blazerpc_serve(make_app(), extra={"rate_limit": 0.0})
+        blazerpc_serve(add_app(), extra={"rate_limit": 0.0})
 
 
 class FakeClock:

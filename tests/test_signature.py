@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -39,7 +38,7 @@ class Runner:
 
 
 def test_a_runner_with_an_attached_signature_is_served_like_an_annotated_function(
-    blazerpc_serve: Any, blazerpc_stubs: Any
+    blazerpc_serve: Any, blazerpc_connect: Any
 ) -> None:
     runner = Runner()
     inputs = list(zip(field_names(["features:0"], fallback="input"), [TensorInput[np.float32, "batch", 3]],
@@ -51,14 +50,10 @@ def test_a_runner_with_an_attached_signature_is_served_like_an_annotated_functio
     assert list(inspect.signature(runner).parameters) == ["features_0"]
     app = BlazeApp()
     app.add(make_spec(runner, name="runner"))
-    server = blazerpc_serve(app)
-    stubs = blazerpc_stubs(server)
-    assert [f.name for f in stubs.pb2.RunnerRequest.DESCRIPTOR.fields] == ["features_0"]
-    assert [f.name for f in stubs.pb2.RunnerResponse.DESCRIPTOR.fields] == ["scores", "label"]
+    conn = blazerpc_connect(blazerpc_serve(app))
+    assert [f.name for f in conn.pb2.RunnerRequest.DESCRIPTOR.fields] == ["features_0"]
+    assert [f.name for f in conn.pb2.RunnerResponse.DESCRIPTOR.fields] == ["scores", "label"]
     x = np.array([[1, 5, 2], [9, 0, 0]], np.float32)
-    with grpc.insecure_channel(server.address) as channel:
-        reply = stubs.pb2_grpc.InferenceServiceStub(channel).PredictRunner(
-            stubs.pb2.RunnerRequest(features_0=tensor_proto(stubs.pb2, x)), timeout=30
-        )
+    reply = conn.stub.PredictRunner(conn.pb2.RunnerRequest(features_0=tensor_proto(conn.pb2, x)), timeout=30)
     np.testing.assert_array_equal(array_from_proto(reply.scores), x * 2)
     np.testing.assert_array_equal(array_from_proto(reply.label), [1, 0])

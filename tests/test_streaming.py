@@ -399,7 +399,7 @@ class Recorder:
         return await call_next(ctx)
 
 
-def test_middleware_sees_streams_and_finish_reports_status_and_message_counts(blazerpc_serve, blazerpc_stubs):
+def test_middleware_sees_streams_and_finish_reports_status_and_message_counts(blazerpc_serve, blazerpc_connect):
     recorder = Recorder()
 
     class Plugin:
@@ -426,30 +426,28 @@ def test_middleware_sees_streams_and_finish_reports_status_and_message_counts(bl
         yield 1
         raise RuntimeError("boom")
 
-    server = blazerpc_serve(app, plugins=[Plugin()])
-    s = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        call = stub.PredictCount(s.pb2.CountRequest(n=4), timeout=TIMEOUT)
-        assert [r.result for r in call] == [0, 1, 2, 3]
-        assert ("x-seen-by", "recorder") in call.trailing_metadata()
-        assert recorder.done.get(timeout=TIMEOUT) == ("PredictCount", "OK", 1, 4)
+    conn = blazerpc_connect(blazerpc_serve(app, plugins=[Plugin()]))
+    stub, pb2 = conn.stub, conn.pb2
+    call = stub.PredictCount(pb2.CountRequest(n=4), timeout=TIMEOUT)
+    assert [r.result for r in call] == [0, 1, 2, 3]
+    assert ("x-seen-by", "recorder") in call.trailing_metadata()
+    assert recorder.done.get(timeout=TIMEOUT) == ("PredictCount", "OK", 1, 4)
 
-        reply = stub.PredictTotal(iter([s.pb2.TotalRequest(xs=i) for i in range(5)]), timeout=TIMEOUT)
-        assert reply.result == 10
-        assert recorder.done.get(timeout=TIMEOUT) == ("PredictTotal", "OK", 5, 1)
+    reply = stub.PredictTotal(iter([pb2.TotalRequest(xs=i) for i in range(5)]), timeout=TIMEOUT)
+    assert reply.result == 10
+    assert recorder.done.get(timeout=TIMEOUT) == ("PredictTotal", "OK", 5, 1)
 
-        replies = stub.PredictEcho(iter([s.pb2.EchoRequest(xs=i) for i in range(3)]), timeout=TIMEOUT)
-        assert [r.result for r in replies] == [0, 1, 2]
-        assert recorder.done.get(timeout=TIMEOUT) == ("PredictEcho", "OK", 3, 3)
+    replies = stub.PredictEcho(iter([pb2.EchoRequest(xs=i) for i in range(3)]), timeout=TIMEOUT)
+    assert [r.result for r in replies] == [0, 1, 2]
+    assert recorder.done.get(timeout=TIMEOUT) == ("PredictEcho", "OK", 3, 3)
 
-        with pytest.raises(grpc.RpcError):
-            list(stub.PredictBoom(s.pb2.BoomRequest(n=1), timeout=TIMEOUT))
-        assert recorder.done.get(timeout=TIMEOUT) == ("PredictBoom", "INTERNAL", 1, 1)
+    with pytest.raises(grpc.RpcError):
+        list(stub.PredictBoom(pb2.BoomRequest(n=1), timeout=TIMEOUT))
+    assert recorder.done.get(timeout=TIMEOUT) == ("PredictBoom", "INTERNAL", 1, 1)
     assert recorder.seen == ["PredictCount", "PredictTotal", "PredictEcho", "PredictBoom"]
 
 
-def test_middleware_can_refuse_a_stream_before_the_model_runs(blazerpc_serve, blazerpc_stubs):
+def test_middleware_can_refuse_a_stream_before_the_model_runs(blazerpc_serve, blazerpc_connect):
     from blazerpc_core import PermissionDenied
 
     started = threading.Event()
@@ -474,20 +472,17 @@ def test_middleware_can_refuse_a_stream_before_the_model_runs(blazerpc_serve, bl
         started.set()
         return sum(xs)
 
-    server = blazerpc_serve(app, plugins=[Plugin()])
-    s = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            list(stub.PredictCount(s.pb2.CountRequest(n=3), timeout=TIMEOUT))
-        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictSink(iter([s.pb2.SinkRequest(xs=1)] * 3), timeout=TIMEOUT)
-        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    conn = blazerpc_connect(blazerpc_serve(app, plugins=[Plugin()]))
+    with pytest.raises(grpc.RpcError) as info:
+        list(conn.stub.PredictCount(conn.pb2.CountRequest(n=3), timeout=TIMEOUT))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictSink(iter([conn.pb2.SinkRequest(xs=1)] * 3), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert not started.is_set()
 
 
-def test_an_oversize_message_in_a_client_stream_is_resource_exhausted(blazerpc_serve, blazerpc_stubs):
+def test_an_oversize_message_in_a_client_stream_is_resource_exhausted(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("sizes")
@@ -495,13 +490,11 @@ def test_an_oversize_message_in_a_client_stream_is_resource_exhausted(blazerpc_s
         return sum(len(b) for b in blobs)
 
     server = blazerpc_serve(app, max_message_mb=0.01)  # about 10 KB
-    s = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        assert stub.PredictSizes(iter([s.pb2.SizesRequest(blobs=b"x" * 1000)] * 3), timeout=TIMEOUT).result == 3000
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictSizes(iter([s.pb2.SizesRequest(blobs=b"x" * n) for n in (10, 100_000, 10)]),
-                              timeout=TIMEOUT)
+    conn = blazerpc_connect(server)
+    stub, pb2 = conn.stub, conn.pb2
+    assert stub.PredictSizes(iter([pb2.SizesRequest(blobs=b"x" * 1000)] * 3), timeout=TIMEOUT).result == 3000
+    with pytest.raises(grpc.RpcError) as info:
+        stub.PredictSizes(iter([pb2.SizesRequest(blobs=b"x" * n) for n in (10, 100_000, 10)]), timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "request message 2" in info.value.details()
 

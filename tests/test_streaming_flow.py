@@ -86,11 +86,10 @@ class Probe:
         self.reason: list[BaseException] = []
 
 
-def serve(blazerpc_serve, blazerpc_stubs, app: BlazeApp, **settings):
+def serve(blazerpc_serve, blazerpc_connect, app: BlazeApp, **settings):
     statuses = Statuses()
     server = blazerpc_serve(app, plugins=[statuses], **settings)
-    stubs = blazerpc_stubs(server)
-    return server, stubs, statuses
+    return server, blazerpc_connect(server), statuses
 
 
 # -- cancellation and deadlines -------------------------------------------------------------
@@ -123,16 +122,14 @@ def endless_app(probe: Probe, *, pause: float = 0.002, size: int = 8) -> BlazeAp
 
 
 @pytest.mark.parametrize("rpc", ["PredictEndless", "PredictEndlessAsync"])
-def test_client_cancel_closes_the_generator_and_production_stops(blazerpc_serve, blazerpc_stubs, rpc):
+def test_client_cancel_closes_the_generator_and_production_stops(blazerpc_serve, blazerpc_connect, rpc):
     probe = Probe()
-    server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, endless_app(probe))
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        request = request_type(s.pb2, rpc)(n=0)
-        call = getattr(stub, rpc)(request, timeout=TIMEOUT)
-        for _ in range(5):
-            next(call)
-        call.cancel()
+    server, conn, statuses = serve(blazerpc_serve, blazerpc_connect, endless_app(probe))
+    request = request_type(conn.pb2, rpc)(n=0)
+    call = getattr(conn.stub, rpc)(request, timeout=TIMEOUT)
+    for _ in range(5):
+        next(call)
+    call.cancel()
     assert probe.closed.wait(10), "the model's finally block did not run"
     assert statuses.done.get(timeout=10) == (rpc, "CANCELLED")
     stopped_at = probe.produced.value
@@ -142,16 +139,14 @@ def test_client_cancel_closes_the_generator_and_production_stops(blazerpc_serve,
 
 
 @pytest.mark.parametrize("rpc", ["PredictEndless", "PredictEndlessAsync"])
-def test_deadline_mid_stream_closes_the_generator(blazerpc_serve, blazerpc_stubs, rpc):
+def test_deadline_mid_stream_closes_the_generator(blazerpc_serve, blazerpc_connect, rpc):
     probe = Probe()
-    server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, endless_app(probe, pause=0.02))
+    _, conn, statuses = serve(blazerpc_serve, blazerpc_connect, endless_app(probe, pause=0.02))
     received = 0
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        request = request_type(s.pb2, rpc)(n=0)
-        with pytest.raises(grpc.RpcError) as info:
-            for _ in getattr(stub, rpc)(request, timeout=0.5):
-                received += 1
+    request = request_type(conn.pb2, rpc)(n=0)
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in getattr(conn.stub, rpc)(request, timeout=0.5):
+            received += 1
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert received > 0, "the deadline should pass mid-stream, after some items"
     assert probe.closed.wait(10)
@@ -193,13 +188,13 @@ def blocked_readers_app(probe: Probe) -> BlazeApp:
 
 
 @pytest.mark.parametrize("rpc", ["PredictSink", "PredictEcho"])
-def test_cancel_wakes_a_sync_model_blocked_on_its_request_stream(blazerpc_serve, blazerpc_stubs, rpc):
+def test_cancel_wakes_a_sync_model_blocked_on_its_request_stream(blazerpc_serve, blazerpc_connect, rpc):
     from blazerpc_core import Cancelled
 
     probe = Probe()
-    server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, blocked_readers_app(probe))
+    _, conn, statuses = serve(blazerpc_serve, blazerpc_connect, blocked_readers_app(probe))
     release = threading.Event()
-    request = request_type(s.pb2, rpc)
+    request = request_type(conn.pb2, rpc)
 
     def requests():
         yield request(xs=1)
@@ -207,14 +202,12 @@ def test_cancel_wakes_a_sync_model_blocked_on_its_request_stream(blazerpc_serve,
         release.wait(TIMEOUT)  # keep the stream open without sending more
 
     try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = s.pb2_grpc.InferenceServiceStub(channel)
-            method = getattr(stub, rpc)
-            call = method.future(requests(), timeout=TIMEOUT) if rpc == "PredictSink" else method(
-                requests(), timeout=TIMEOUT)
-            assert wait_until(lambda: probe.produced.value == 2)
-            call.cancel()
-            assert probe.closed.wait(10), "the model thread stayed blocked on its request stream"
+        method = getattr(conn.stub, rpc)
+        call = method.future(requests(), timeout=TIMEOUT) if rpc == "PredictSink" else method(
+            requests(), timeout=TIMEOUT)
+        assert wait_until(lambda: probe.produced.value == 2)
+        call.cancel()
+        assert probe.closed.wait(10), "the model thread stayed blocked on its request stream"
     finally:
         release.set()
     assert isinstance(probe.reason[0], Cancelled)
@@ -224,10 +217,10 @@ def test_cancel_wakes_a_sync_model_blocked_on_its_request_stream(blazerpc_serve,
 # -- flow control ---------------------------------------------------------------------------
 
 
-def test_a_slow_reader_bounds_what_the_server_computes_ahead(blazerpc_serve, blazerpc_stubs):
+def test_a_slow_reader_bounds_what_the_server_computes_ahead(blazerpc_serve, blazerpc_connect):
     """produced - consumed stays below HTTP/2 windows + the ``ahead`` buffer, for 64 KiB items."""
     probe = Probe()
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, endless_app(probe, pause=0, size=ITEM))
+    server, conn, _ = serve(blazerpc_serve, blazerpc_connect, endless_app(probe, pause=0, size=ITEM))
     # A fixed 256 KiB client window (no BDP growth) keeps what HTTP/2 lets through small, so
     # the bound is tight: the server's 1 MiB buffer (16 items), then that window, socket
     # buffers and the item being sent, with room to spare.
@@ -235,8 +228,8 @@ def test_a_slow_reader_bounds_what_the_server_computes_ahead(blazerpc_serve, bla
     bound = DEFAULT_AHEAD_BYTES // ITEM + 16
     consumed = 0
     with grpc.insecure_channel(server.address, options=options) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        call = stub.PredictEndless(s.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
+        stub = conn.stubs.pb2_grpc.InferenceServiceStub(channel)
+        call = stub.PredictEndless(conn.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
         for _ in range(20):
             assert len(next(call).result) == ITEM
             consumed += 1
@@ -253,7 +246,7 @@ def test_a_slow_reader_bounds_what_the_server_computes_ahead(blazerpc_serve, bla
     assert probe.closed.wait(10)
 
 
-def test_a_slow_client_streaming_model_holds_the_sender_back(blazerpc_serve, blazerpc_stubs):
+def test_a_slow_client_streaming_model_holds_the_sender_back(blazerpc_serve, blazerpc_connect):
     """The server reads at most ``ahead`` messages past the model, plus its HTTP/2 window."""
     release = threading.Event()
     consumed = Counter()
@@ -267,25 +260,23 @@ def test_a_slow_client_streaming_model_holds_the_sender_back(blazerpc_serve, bla
                 release.wait(TIMEOUT)
         return consumed.value
 
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
+    _, conn, _ = serve(blazerpc_serve, blazerpc_connect, app)
     sent = Counter()
 
     def requests():
         while not release.is_set():
             sent.bump()
-            yield s.pb2.SlowSinkRequest(xs=b"y" * ITEM)
+            yield conn.pb2.SlowSinkRequest(xs=b"y" * ITEM)
 
     bound = (4 * 1024 * 1024) // ITEM + DEFAULT_READ_AHEAD + 8  # grpclib's stream window + read-ahead
     try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = s.pb2_grpc.InferenceServiceStub(channel)
-            call = stub.PredictSlowSink.future(requests(), timeout=TIMEOUT)
-            assert wait_until(lambda: consumed.value == 3)
-            stalled_at = wait_stable(lambda: sent.value)
-            print(f"slow model: client sent {stalled_at} for {consumed.value} consumed (bound {bound})")
-            assert stalled_at - consumed.value <= bound
-            release.set()
-            assert call.result(timeout=TIMEOUT).result == sent.value
+        call = conn.stub.PredictSlowSink.future(requests(), timeout=TIMEOUT)
+        assert wait_until(lambda: consumed.value == 3)
+        stalled_at = wait_stable(lambda: sent.value)
+        print(f"slow model: client sent {stalled_at} for {consumed.value} consumed (bound {bound})")
+        assert stalled_at - consumed.value <= bound
+        release.set()
+        assert call.result(timeout=TIMEOUT).result == sent.value
     finally:
         release.set()
 
@@ -293,7 +284,7 @@ def test_a_slow_client_streaming_model_holds_the_sender_back(blazerpc_serve, bla
 # -- concurrency and shutdown ---------------------------------------------------------------
 
 
-def test_unary_calls_keep_succeeding_while_eight_streams_run(blazerpc_serve, blazerpc_stubs):
+def test_unary_calls_keep_succeeding_while_eight_streams_run(blazerpc_serve, blazerpc_connect):
     """Eight sync-generator streams on a four-thread pool must not starve sync unary models."""
     probe = Probe()
     app = endless_app(probe, pause=0.001, size=ITEM)
@@ -302,14 +293,13 @@ def test_unary_calls_keep_succeeding_while_eight_streams_run(blazerpc_serve, bla
     def add(a: float, b: float) -> float:
         return a + b
 
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app, max_workers=4)
+    _, conn, _ = serve(blazerpc_serve, blazerpc_connect, app, max_workers=4)
     stop = threading.Event()
     counts = [0] * 8
     errors: list[BaseException] = []
 
-    def reader(index: int, channel: grpc.Channel) -> None:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        call = stub.PredictEndless(s.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
+    def reader(index: int) -> None:
+        call = conn.stub.PredictEndless(conn.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
         try:
             for _ in call:
                 counts[index] += 1
@@ -322,26 +312,24 @@ def test_unary_calls_keep_succeeding_while_eight_streams_run(blazerpc_serve, bla
         finally:
             call.cancel()
 
-    with grpc.insecure_channel(server.address) as channel:
-        threads = [threading.Thread(target=reader, args=(i, channel)) for i in range(8)]
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_until(lambda: all(counts), timeout=TIMEOUT), counts
+        before = list(counts)
+        for i in range(20):
+            assert conn.stub.PredictAdd(conn.pb2.AddRequest(a=i, b=1), timeout=10).result == i + 1
+        assert wait_until(lambda: all(c > b for c, b in zip(counts, before, strict=True)), timeout=TIMEOUT)
+    finally:
+        stop.set()
         for thread in threads:
-            thread.start()
-        try:
-            assert wait_until(lambda: all(counts), timeout=TIMEOUT), counts
-            before = list(counts)
-            stub = s.pb2_grpc.InferenceServiceStub(channel)
-            for i in range(20):
-                assert stub.PredictAdd(s.pb2.AddRequest(a=i, b=1), timeout=10).result == i + 1
-            assert wait_until(lambda: all(c > b for c, b in zip(counts, before, strict=True)), timeout=TIMEOUT)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(TIMEOUT)
+            thread.join(TIMEOUT)
     assert not errors
     assert probe.closed.wait(10)
 
 
-def test_a_stream_in_flight_at_shutdown_finishes_within_the_grace_period(blazerpc_serve, blazerpc_stubs):
+def test_a_stream_in_flight_at_shutdown_finishes_within_the_grace_period(blazerpc_serve, blazerpc_connect):
     app = BlazeApp()
 
     @app.model("ten")
@@ -350,33 +338,29 @@ def test_a_stream_in_flight_at_shutdown_finishes_within_the_grace_period(blazerp
             time.sleep(0.05)
             yield i
 
-    server, s, _ = serve(blazerpc_serve, blazerpc_stubs, app)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        call = stub.PredictTen(s.pb2.TenRequest(n=0), timeout=TIMEOUT)
-        received = [next(call).result]
-        stopper = threading.Thread(target=server.stop, kwargs={"grace_period": 20})
-        stopper.start()
-        assert wait_until(lambda: not server.server.gate.open)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.PredictTen(s.pb2.TenRequest(n=0), timeout=TIMEOUT).next()
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        received += [r.result for r in call]
-        assert call.code() == grpc.StatusCode.OK
-        stopper.join(TIMEOUT)
+    server, conn, _ = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictTen(conn.pb2.TenRequest(n=0), timeout=TIMEOUT)
+    received = [next(call).result]
+    stopper = threading.Thread(target=server.stop, kwargs={"grace_period": 20})
+    stopper.start()
+    assert wait_until(lambda: not server.server.gate.open)
+    with pytest.raises(grpc.RpcError) as info:
+        conn.stub.PredictTen(conn.pb2.TenRequest(n=0), timeout=TIMEOUT).next()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    received += [r.result for r in call]
+    assert call.code() == grpc.StatusCode.OK
+    stopper.join(TIMEOUT)
     assert received == list(range(10))
 
 
-def test_a_stream_outliving_the_grace_period_is_cancelled_and_closed(blazerpc_serve, blazerpc_stubs):
+def test_a_stream_outliving_the_grace_period_is_cancelled_and_closed(blazerpc_serve, blazerpc_connect):
     probe = Probe()
-    server, s, statuses = serve(blazerpc_serve, blazerpc_stubs, endless_app(probe, pause=0.01))
-    with grpc.insecure_channel(server.address) as channel:
-        stub = s.pb2_grpc.InferenceServiceStub(channel)
-        call = stub.PredictEndless(s.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
-        next(call)
-        server.stop(grace_period=0.3)
-        with pytest.raises(grpc.RpcError):
-            for _ in call:
-                pass
+    server, conn, statuses = serve(blazerpc_serve, blazerpc_connect, endless_app(probe, pause=0.01))
+    call = conn.stub.PredictEndless(conn.pb2.EndlessRequest(n=0), timeout=TIMEOUT)
+    next(call)
+    server.stop(grace_period=0.3)
+    with pytest.raises(grpc.RpcError):
+        for _ in call:
+            pass
     assert probe.closed.is_set()
     assert statuses.done.get(timeout=10) == ("PredictEndless", "CANCELLED")

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from blazerpc_core import BlazeApp, RegistrationError
+from blazerpc_core import RegistrationError
+from tests.apps import add_app
 
 TIMEOUT = 10
 
@@ -113,16 +114,6 @@ def pki(tmp_path_factory: Any) -> Pki:
     return pki
 
 
-def make_app() -> BlazeApp:
-    app = BlazeApp()
-
-    @app.model("add")
-    def add(a: float, b: float) -> float:
-        return a + b
-
-    return app
-
-
 def add(address: str, stubs: Any, credentials: grpc.ChannelCredentials) -> float:
     with grpc.secure_channel(address, credentials) as channel:
         stub = stubs.pb2_grpc.InferenceServiceStub(channel)
@@ -130,7 +121,7 @@ def add(address: str, stubs: Any, credentials: grpc.ChannelCredentials) -> float
 
 
 def test_tls(blazerpc_serve: Any, blazerpc_stubs: Any, pki: Pki) -> None:
-    server = blazerpc_serve(make_app(), tls_cert=pki.files["server.pem"], tls_key=pki.files["server.key"])
+    server = blazerpc_serve(add_app(), tls_cert=pki.files["server.pem"], tls_key=pki.files["server.key"])
     stubs = blazerpc_stubs(server)
     assert add(server.address, stubs, grpc.ssl_channel_credentials(root_certificates=pki.ca.cert)) == 3
     # A client that does not trust the server's CA refuses the connection.
@@ -146,7 +137,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(
     blazerpc_serve: Any, blazerpc_stubs: Any, pki: Pki
 ) -> None:
     server = blazerpc_serve(
-        make_app(), tls_cert=pki.files["server.pem"], tls_key=pki.files["server.key"],
+        add_app(), tls_cert=pki.files["server.pem"], tls_key=pki.files["server.key"],
         tls_client_ca=pki.files["ca.pem"],
     )
     stubs = blazerpc_stubs(server)
@@ -169,4 +160,4 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(
 
 def test_tls_cert_without_key_is_refused(blazerpc_serve: Any, pki: Pki) -> None:
     with pytest.raises(RegistrationError, match="--tls-cert needs --tls-key"):
-        blazerpc_serve(make_app(), tls_cert=pki.files["server.pem"])
+        blazerpc_serve(add_app(), tls_cert=pki.files["server.pem"])

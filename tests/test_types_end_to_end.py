@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 
@@ -11,11 +10,9 @@ from tests.apps import varied_app
 
 
 @pytest.fixture
-def client(blazerpc_serve, blazerpc_stubs):
-    server = blazerpc_serve(varied_app())
-    stubs = blazerpc_stubs(server)
-    with grpc.insecure_channel(server.address) as channel:
-        yield stubs.pb2, stubs.pb2_grpc.InferenceServiceStub(channel)
+def client(blazerpc_serve, blazerpc_connect):
+    conn = blazerpc_connect(blazerpc_serve(varied_app()))
+    return conn.pb2, conn.stub
 
 
 def test_float_is_a_double_and_the_sum_is_exact(client):
