@@ -15,11 +15,14 @@ run on the loop. :class:`Invoker` hides which, and guards the pool three ways:
   shutdown is bounded by the grace period whatever model code does.
 
 A thread hop costs tens of microseconds of CPU and a GIL handoff, more than a tiny
-function itself (``a + b``). So a sync function whose calls are consistently cheaper than
-``inline_budget`` is promoted to run inline on the loop. "Consistently": at least
-``PROMOTE_SHARE`` of a window of ``PROMOTE_AFTER`` pool calls took under half the budget
-(wall time, so a function that sleeps or waits on I/O is never promoted). The first
-inline call over the budget demotes the function back to the pool for good.
+function itself (``a + b``, a small numpy op). So a sync function whose calls are
+consistently cheaper than ``inline_budget`` runs inline on the loop; :class:`Inlining`
+decides. Promotion judges pool calls by the *thread's CPU time*, which waiting for the GIL
+under load does not inflate (wall time would keep a cheap model in the pool exactly when
+the hop costs most). Inline calls are then judged by wall time on the loop, where a model
+that sleeps or waits shows: a window in which most calls ran over the budget sends the
+model back to the pool (for good the second time), and one call over ``STALL_FACTOR``
+times the budget does so at once and for good.
 """
 
 from __future__ import annotations
@@ -36,9 +39,14 @@ from typing import Any
 
 from blazerpc_core.errors import DeadlineExceeded
 
-#: Pool calls observed per promotion window, and the share of them that must be fast.
+#: Pool calls observed per promotion window, and the share of them that must be cheap.
 PROMOTE_AFTER = 200
 PROMOTE_SHARE = 0.9
+#: Inline calls per demotion window, and the share of them over the budget that demotes.
+DEMOTE_WINDOW = 32
+DEMOTE_SHARE = 0.5
+#: One inline call this many times over the budget demotes at once and for good.
+STALL_FACTOR = 10
 #: Weight of the newest call in a model's running mean call time.
 _SMOOTHING = 0.2
 #: Calls observed before the mean is trusted to refuse work that cannot finish in time.
@@ -165,6 +173,49 @@ class CallTimes:
         return left <= 0 or (self._count >= _MIN_OBSERVED and left < self.mean)
 
 
+class Inlining:
+    """Whether a sync model runs inline on the loop; see the module docstring.
+
+    States: ``probation`` (calls go to the pool and are measured), ``inline``, ``off``.
+    """
+
+    __slots__ = ("_budget", "_calls", "_demotions", "_hits", "state")
+
+    def __init__(self, budget: float) -> None:
+        self._budget = budget
+        self.state = "probation" if budget > 0 else "off"
+        self._calls = 0
+        self._hits = 0
+        self._demotions = 0
+
+    def pooled(self, cpu_seconds: float) -> None:
+        """A pool call on probation used ``cpu_seconds`` of its thread's CPU."""
+        if self.state != "probation":
+            return
+        self._calls += 1
+        self._hits += cpu_seconds * 2 <= self._budget
+        if self._calls >= PROMOTE_AFTER:
+            promote = self._hits >= PROMOTE_SHARE * PROMOTE_AFTER
+            self._calls = self._hits = 0
+            if promote:
+                self.state = "inline"
+
+    def ran_inline(self, seconds: float) -> None:
+        """An inline call took ``seconds`` of the loop's wall time."""
+        if seconds > self._budget:
+            if seconds > STALL_FACTOR * self._budget:
+                self.state = "off"
+                return
+            self._hits += 1
+        self._calls += 1
+        if self._calls >= DEMOTE_WINDOW:
+            slow = self._hits > DEMOTE_SHARE * DEMOTE_WINDOW
+            self._calls = self._hits = 0
+            if slow:
+                self._demotions += 1
+                self.state = "off" if self._demotions > 1 else "probation"
+
+
 class Invoker:
     """``await invoker(args, deadline)`` calls ``func(*args)`` the right way for its kind.
 
@@ -194,10 +245,12 @@ class Invoker:
         self._budget = inline_budget
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        #: True while calls run on the loop; False once demoted or while still on probation.
-        self.inline = False
-        #: Calls and fast calls in the current window; None once promotion is ruled out.
-        self._window: list[int] | None = [0, 0] if inline_budget > 0 and enter is None else None
+        #: Whether calls run on the loop (never for a model entered through a per-thread wrapper).
+        self.inlining = Inlining(inline_budget if enter is None else 0.0)
+
+    @property
+    def inline(self) -> bool:
+        return self.inlining.state == "inline"
 
     def wrapped(
         self, *, func: Callable[..., Any] | None = None, enter: Callable[[Callable[[], Any]], Any] | None = None
@@ -222,14 +275,13 @@ class Invoker:
     async def __call__(self, args: Sequence[Any], deadline: float | None = None) -> Any:
         if self.is_async:
             return await self.func(*args)
-        if self.inline:
+        inlining = self.inlining
+        if inlining.state == "inline":
             if self.times.too_late(deadline, time.monotonic()):
                 raise self.late()
             start = time.perf_counter()
             result = self.func(*args)
-            if time.perf_counter() - start > self._budget:
-                self.inline = False
-                self._window = None
+            inlining.ran_inline(time.perf_counter() - start)
             return result
         if self._slots is None:
             return await self._in_pool(args, deadline)
@@ -239,25 +291,19 @@ class Invoker:
     async def _in_pool(self, args: Sequence[Any], deadline: float | None) -> Any:
         if self.times.too_late(deadline, time.monotonic()):
             raise self.late()  # checked here too: refusing on the loop saves the thread hop
-        result, took = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
-        window = self._window
-        if window is not None:  # another call may have settled it while this one ran
-            window[0] += 1
-            window[1] += took * 2 <= self._budget
-            if window[0] >= PROMOTE_AFTER:
-                self.inline = window[1] >= PROMOTE_SHARE * PROMOTE_AFTER
-                self._window = None if self.inline else [0, 0]
+        result, cpu = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
+        self.inlining.pooled(cpu)
         return result
 
     def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float]:
         """In a pool thread: refuse a call that can no longer be answered in time, else run it."""
         if self.times.too_late(deadline, time.monotonic()):
             raise self.late()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         result = self.call_sync(self.func, *args)
-        took = time.perf_counter() - start
-        self.times.add(took)
-        return result, took
+        cpu = time.thread_time() - cpu_start
+        self.times.add(time.perf_counter() - start)
+        return result, cpu
 
     def late(self) -> DeadlineExceeded:
         return DeadlineExceeded(
