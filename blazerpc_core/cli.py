@@ -236,15 +236,19 @@ def _scan_targets(command: click.Command, args: Sequence[str]) -> list[str]:
 
 def _preload(command: click.Command, args: Sequence[str], loaded: Loaded) -> list[click.Option]:
     """Load the TARGETs in ``args`` with the options known so far; returns every plugin option then known."""
-    targets = _scan_targets(command, args)
+    # Installed plugins' options are parsed here too, so TARGETs load with their values (and
+    # their callbacks run before an app module is imported, e.g. TensorFlow's thread pools).
+    installed = _plugin_options(_installed_options(), [command])
+    probe = click.Command(command.name, params=[*command.params, *installed])
+    targets = _scan_targets(probe, args)
     if any(a in ("-h", "--help") for a in args) and not targets:
         return []
     try:
-        ctx = command.make_context(command.name or "serve", list(args), resilient_parsing=True)
+        ctx = probe.make_context(command.name or "serve", list(args), resilient_parsing=True)
     except click.ClickException:
         return []
     options = {k: v for k, v in ctx.params.items() if k != "targets"}
-    settings = settings_from(options, [o.name for o in _installed_options() if o.name])
+    settings = settings_from(options, [o.name for o in installed if o.name])
     _discover(loaded, targets, settings)
     if loaded.hooks is None:
         return []

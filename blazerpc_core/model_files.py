@@ -37,16 +37,33 @@ def model_file(
     return None
 
 
+def file_model_name(path: Path, name: str | None = None) -> str:
+    """``name`` (``--name`` or ``name=``) if given, else the file's stem or the directory's name.
+
+    A plugin needs the name before the spec when its model embeds it (an output record).
+    """
+    if name:
+        return name
+    return path.resolve().name if path.is_dir() else path.stem
+
+
 def file_model_spec(
     model: Callable[..., Any],
-    path: Path,
+    path: Path | None,
     name: str | None = None,
     *,
     version: str | int = DEFAULT_VERSION,
     batching: BatchSettings | None = None,
 ) -> ModelSpec:
-    """The spec serving ``model``, loaded from ``path``: named ``name``, else after the file."""
-    name = name or (path.stem if path.suffix else path.name)
+    """The spec serving ``model``, loaded from ``path``: named ``name``, else after the file.
+
+    ``path`` is None for a model built from something already open (an ONNX session); it
+    then needs ``name``. ``model``'s own ``warmup()`` and ``close()`` are called by the server.
+    """
+    if not name:
+        if path is None:
+            raise RegistrationError("a model not loaded from a file needs a name (name=)")
+        name = file_model_name(path)
     try:
         return make_spec(model, name, version=version, batching=batching)
     except RegistrationError as exc:

@@ -9,7 +9,9 @@ and blazerpc-otel use nothing else; a test checks it.
   :class:`BatchingPolicy`, :class:`ServerContext`, :class:`CallContext`, :class:`Middleware`);
 * type mappings: :class:`BatchAxis`, protobuf field types ``T``, and the tensor helpers
   (``TensorProto`` fields, dtype names, shape and byte-count checks);
-* model files: :func:`model_file`, :func:`file_model_spec` and the signature helpers
+* framework tensors: :class:`FrameworkTensors` (a framework's primitives in, annotation,
+  checks, batching and field mapping out), :class:`FrameworkTensorSpec`, :data:`FRAMEWORK_DTYPES`;
+* model files: :func:`model_file`, :func:`file_model_name`, :func:`file_model_spec` and the signature helpers
   (:func:`field_names`, :func:`output_record`, :func:`attach_signature`);
 * batching: :class:`Runner`, :class:`ModelInvoker`, :class:`Batcher`, :class:`DispatchRule`,
   :class:`BatchConfig`, :class:`CompiledModel`, :func:`batch_plan`;
@@ -37,7 +39,7 @@ from blazerpc_core.errors import (
 )
 from blazerpc_core.markers import hookimpl
 from blazerpc_core.method import CompiledModel
-from blazerpc_core.model_files import file_model_spec, model_file
+from blazerpc_core.model_files import file_model_name, file_model_spec, model_file
 from blazerpc_core.naming import pascal_case
 from blazerpc_core.runtime.batcher import Batcher
 from blazerpc_core.runtime.direct import DirectRunner
@@ -46,13 +48,13 @@ from blazerpc_core.runtime.events import BatchEvents, BatchObserver
 from blazerpc_core.runtime.plan import BatchPlan, batch_plan
 from blazerpc_core.runtime.policy import BatchingPolicy, Enter, ModelInvoker, Runner
 from blazerpc_core.schema.fields import SCALAR_NAMES, BatchAxis, Converter, FieldMapping, T, TypeContext
+from blazerpc_core.schema.framework_tensors import FRAMEWORK_DTYPES, FrameworkTensors, FrameworkTensorSpec
 from blazerpc_core.schema.records import is_record
 from blazerpc_core.schema.signature import attach_signature, field_names, output_record
 from blazerpc_core.schema.tensors import (
     BATCH,
     MAX_RANK,
     WIRE_DTYPES,
-    FrameworkTensorSpec,
     TensorInput,
     TensorOutput,
     TensorSpec,
@@ -72,6 +74,7 @@ from blazerpc_core.spec import Loaded, ModelSpec, Streaming, make_spec
 
 __all__ = [
     "BATCH",
+    "FRAMEWORK_DTYPES",
     "MAX_RANK",
     "SCALAR_NAMES",
     "WIRE_DTYPES",
@@ -96,6 +99,7 @@ __all__ = [
     "Enter",
     "FieldMapping",
     "FrameworkTensorSpec",
+    "FrameworkTensors",
     "InvalidArgument",
     "Loaded",
     "Middleware",
@@ -128,6 +132,7 @@ __all__ = [
     "declare_tensor_message",
     "describe_dims",
     "field_names",
+    "file_model_name",
     "file_model_spec",
     "hookimpl",
     "is_record",

@@ -5,9 +5,8 @@ C-order little-endian bytes of one of the :data:`WIRE_DTYPES`. Decoding is zero-
 (``numpy.frombuffer``) after checking dtype, rank (at most :data:`MAX_RANK`), fixed
 dimensions and that the byte count matches the shape. Everything here reads client input,
 so errors quote it only through :func:`~blazerpc_core.errors.client_text`. Framework
-plugins read their own annotations with :func:`split_annotation` and :func:`parse_dims`
-into a :class:`FrameworkTensorSpec` subclass, and reuse :func:`tensor_mapping` with their
-own converters.
+tensors (torch, TensorFlow) build on these checks in
+:mod:`blazerpc_core.schema.framework_tensors`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -95,35 +94,6 @@ class TensorSpec:
     def describe(self) -> str:
         dtype = self.dtype.name if self.dtype is not None else "any"
         return f"tensor {dtype}{describe_dims(self.shape, self.batch_named)}"
-
-
-@dataclass(frozen=True)
-class FrameworkTensorSpec:
-    """A framework plugin's declared tensor: wire dtype names (None: any), shape (None: any rank).
-
-    A single dtype is also what a returned tensor is cast to; ``batch_named`` marks a first
-    dimension called ``"batch"``, which turns batching on. Plugins subclass it, naming
-    their tensors in ``kind`` (``"torch tensor"``), for their own annotation.
-    """
-
-    kind: ClassVar[str] = "tensor"
-    dtypes: tuple[str, ...] | None
-    shape: tuple[Dim, ...] | None
-    batch_named: bool = False
-
-    @property
-    def core(self) -> TensorSpec:
-        """The dtype-less core spec, for the shared shape checks."""
-        return TensorSpec(None, self.shape, self.batch_named)
-
-    @property
-    def batchable(self) -> bool:
-        """Rank unknown counts: a bare framework tensor may be batched when the model opts in."""
-        return self.shape is None or self.core.batchable
-
-    def describe(self) -> str:
-        dtype = "any" if self.dtypes is None else "|".join(self.dtypes)
-        return f"{self.kind} {dtype}{describe_dims(self.shape, self.batch_named)}"
 
 
 def _spec_from_args(args: Any, *, output: bool) -> TensorSpec:

@@ -7,10 +7,13 @@ onnxruntime sees them, and arrays reach the session without a copy.
 
 A graph whose every input and output has a dynamic first dimension is batched by
 default: that dimension is named ``batch`` and concurrent requests are joined along it.
+The server calls :meth:`OnnxModel.warmup` before the model is ready, so no client pays
+for the session's first run.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,19 @@ from typing import Any
 import numpy as np
 
 from blazerpc_core import InvalidArgument, ModelSpec, RegistrationError
-from blazerpc_core.schema.signature import attach_signature, field_names, output_record
-from blazerpc_core.schema.tensors import TensorSpec
-from blazerpc_core.settings import BatchSettings
-from blazerpc_core.spec import make_spec
+from blazerpc_core.plugin import (
+    BatchSettings,
+    TensorSpec,
+    attach_signature,
+    field_names,
+    file_model_name,
+    file_model_spec,
+    output_record,
+    pascal_case,
+)
 from blazerpc_onnx.session import open_session
+
+log = logging.getLogger("blazerpc.onnx")
 
 #: onnxruntime's type strings for the tensor element types that have a numpy dtype.
 ONNX_DTYPES: dict[str, np.dtype[Any]] = {
@@ -76,6 +87,7 @@ class OnnxModel:
 
     def __init__(self, session: Any, *, name: str, batch: bool | None = None) -> None:
         self.session = session
+        self.name = name
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if not outputs:
             raise RegistrationError(f"ONNX model {name!r} has no outputs")
@@ -125,14 +137,21 @@ class OnnxModel:
             return results[0]
         return self._record(*results)
 
-    def warm_up(self) -> None:
-        """Run the graph once on zeros (dynamic dimensions of size 1) to pay first-call costs."""
+    def warmup(self) -> None:
+        """Run the graph once on zeros (dynamic dimensions of size 1) to pay first-call costs.
+
+        Called by the server before the model is ready. A graph may reject zeros (a shape
+        constraint its metadata does not tell); it serves all the same, so that is logged.
+        """
         arrays = []
         for spec in self.input_specs:
             assert spec.dtype is not None
             shape = () if spec.shape is None else tuple(1 if d is None else d for d in spec.shape)
             arrays.append(np.zeros(shape, dtype=spec.dtype))
-        self.session.run(self.output_names, dict(zip(self.input_names, arrays, strict=True)))
+        try:
+            self.session.run(self.output_names, dict(zip(self.input_names, arrays, strict=True)))
+        except Exception as exc:
+            log.warning("warm-up of ONNX model %s skipped: %s", self.name, exc)
 
 
 def load_model(
@@ -158,9 +177,10 @@ def load_model(
         app = BlazeApp()
         app.add(blazerpc_onnx.load_model("mlp.onnx", name="classify"))
     """
+    path: Path | None = None
     if isinstance(source, (str, Path)):
         path = Path(source)
-        name = name or path.stem
+        name = file_model_name(path, name)
         session = open_session(
             path, providers=providers, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
         )
@@ -170,15 +190,10 @@ def load_model(
         session = source
     model = OnnxModel(session, name=name, batch=batch)
     batching = BatchSettings(batch=batch, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms)
-    try:
-        return make_spec(model, name, version=version, batching=batching)
-    except RegistrationError as exc:
-        raise RegistrationError(f"{exc} (choose another name with name= or --name)") from None
+    return file_model_spec(model, path, name, version=version, batching=batching)
 
 
 def _pascal(name: str) -> str:
-    from blazerpc_core.naming import pascal_case
-
     return pascal_case(name) or "Model"
 
 

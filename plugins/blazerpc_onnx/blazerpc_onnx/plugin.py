@@ -1,27 +1,21 @@
-"""The ``onnx`` plugin: ``blazerpc serve model.onnx``, its command-line options, warm-up.
+"""The ``onnx`` plugin: ``blazerpc serve model.onnx`` and its command-line options.
 
 Registered through the ``blazerpc.plugins`` entry point; importing it does not import
-onnxruntime (that happens when an ``.onnx`` target is loaded).
+onnxruntime (that happens when an ``.onnx`` target is loaded). Each model is warmed by the
+server itself (:meth:`~blazerpc_onnx.model.OnnxModel.warmup`) before health reports SERVING.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from blazerpc_core import ModelSpec, ServeSettings, hookimpl
-from blazerpc_onnx.model import OnnxModel, load_model
+from blazerpc_core.plugin import model_file
+from blazerpc_onnx.model import load_model
 from blazerpc_onnx.session import parse_providers
 
-if TYPE_CHECKING:
-    from blazerpc_core.context import ServerContext
-
-log = logging.getLogger("blazerpc.onnx")
 SUFFIX = ".onnx"
 
 
@@ -48,27 +42,16 @@ def blazerpc_cli_options() -> list[click.Option]:
 
 @hookimpl
 def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[ModelSpec] | None:
-    if not target.lower().endswith(SUFFIX):
+    path = model_file(target, (SUFFIX,))
+    if path is None:
         return None
     extra = settings.extra
     return [
         load_model(
-            Path(target),
+            path,
             settings.model_name,
             providers=parse_providers(extra.get("onnx_providers")),
             intra_op_threads=extra.get("onnx_intra_op_threads"),
             inter_op_threads=extra.get("onnx_inter_op_threads"),
         )
     ]
-
-
-@hookimpl
-async def blazerpc_startup(context: ServerContext) -> None:
-    """Run each ONNX model once before health reports SERVING, so no client pays for it."""
-    loop = asyncio.get_running_loop()
-    for spec in context.models:
-        if isinstance(spec.func, OnnxModel):
-            try:
-                await loop.run_in_executor(context.pool, spec.func.warm_up)
-            except Exception as exc:  # a graph may reject zeros; serving works all the same
-                log.warning("warm-up of ONNX model %s skipped: %s", spec.label, exc)

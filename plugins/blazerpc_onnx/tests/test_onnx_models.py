@@ -202,3 +202,38 @@ def test_concurrent_clients_share_batches(tmp_path: Path, blazerpc_serve: Any, b
         np.testing.assert_allclose(got, mlp_reference(x), rtol=1e-4, atol=1e-5)
     assert sum(calls) == sum(len(x) for x in inputs)
     assert len(calls) < requests
+
+
+class _CountingSession:
+    """An ``InferenceSession`` that records its runs' input shapes, and may fail the first."""
+
+    def __init__(self, session: Any, *, fail_first: bool = False) -> None:
+        self.session = session
+        self.runs: list[tuple[int, ...]] = []
+        self.fail_first = fail_first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+    def run(self, outputs: Any, feeds: dict[str, Any]) -> Any:
+        self.runs.append(next(iter(feeds.values())).shape)
+        if self.fail_first and len(self.runs) == 1:
+            raise RuntimeError("this graph rejects zeros")
+        return self.session.run(outputs, feeds)
+
+
+@pytest.mark.parametrize("fail_first", [False, True], ids=["warmed", "warm-up-fails"])
+def test_the_server_warms_each_model_before_it_serves(
+    fail_first: bool, tmp_path: Path, blazerpc_serve: Any, blazerpc_stubs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = blazerpc_onnx.load_model(build_mlp(tmp_path / "mlp.onnx"), name="classify")
+    counting = spec.func.session = _CountingSession(spec.func.session, fail_first=fail_first)
+    server, pb2, pb2_grpc = _serve(blazerpc_serve, blazerpc_stubs, spec)
+    # Started (health SERVING) means warmed: one run on zeros, dynamic dimensions of size 1.
+    assert counting.runs == [(1, 512)]
+    assert ("warm-up of ONNX model classify skipped" in caplog.text) is fail_first
+    x = np.ones((2, 512), dtype=np.float32)
+    with grpc.insecure_channel(server.address) as channel:
+        reply = pb2_grpc.InferenceServiceStub(channel).PredictClassify(pb2.ClassifyRequest(x=tensor_proto(pb2, x)))
+    np.testing.assert_allclose(array_from_proto(reply.result), mlp_reference(x), rtol=1e-4, atol=1e-5)
+    assert counting.runs == [(1, 512), (2, 512)]

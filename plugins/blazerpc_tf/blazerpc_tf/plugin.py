@@ -9,29 +9,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from blazerpc_core import ModelSpec, ServeSettings, hookimpl
-from blazerpc_core.schema.fields import FieldMapping, TypeContext
+from blazerpc_core.plugin import FieldMapping, ServerContext, TypeContext
 from blazerpc_tf import threads
-from blazerpc_tf.saved_model import DEFAULT_SIGNATURE, is_saved_model, load_model
-from blazerpc_tf.tensors import TFTensorSpec, tf_mapping
-
-if TYPE_CHECKING:
-    from blazerpc_core.context import ServerContext
+from blazerpc_tf.saved_model import DEFAULT_SIGNATURE, load_model, saved_model_dir
+from blazerpc_tf.tensors import TF
 
 
 @hookimpl
 def blazerpc_map_type(annotation: Any, context: TypeContext) -> FieldMapping | None:
-    if isinstance(annotation, TFTensorSpec):
-        return tf_mapping(context, annotation)
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(annotation, type) and annotation is tf.Tensor:
-        return tf_mapping(context, TFTensorSpec(None, None))
-    return None
+    return TF.map_type(annotation, context)
 
 
 @hookimpl
@@ -47,8 +38,8 @@ def blazerpc_cli_options() -> list[click.Option]:
 
 @hookimpl
 def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[ModelSpec] | None:
-    path = Path(target)
-    if not is_saved_model(path):
+    path = saved_model_dir(target)
+    if path is None:
         return None
     signature = settings.extra.get("tf_signature") or DEFAULT_SIGNATURE
     return [load_model(path, settings.model_name, signature=signature)]

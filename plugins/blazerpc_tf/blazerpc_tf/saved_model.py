@@ -13,17 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from blazerpc_core import ModelSpec, RegistrationError
-from blazerpc_core.naming import pascal_case
-from blazerpc_core.schema.signature import attach_signature, field_names, output_record
-from blazerpc_core.settings import BatchSettings
-from blazerpc_core.spec import make_spec
-from blazerpc_tf.tensors import TFTensorSpec, wire_name
+from blazerpc_core.plugin import (
+    BatchSettings,
+    attach_signature,
+    field_names,
+    file_model_name,
+    file_model_spec,
+    model_file,
+    output_record,
+    pascal_case,
+)
+from blazerpc_tf.tensors import TF, TFTensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
 
 
 def is_saved_model(path: Path) -> bool:
+    """A SavedModel directory holds ``saved_model.pb`` (or its text form)."""
     return path.is_dir() and any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+def saved_model_dir(target: str) -> Path | None:
+    """The path ``target`` names when it is a SavedModel directory, else None."""
+    return model_file(target, directory=is_saved_model)
 
 
 class SavedModelFunction:
@@ -78,7 +90,7 @@ class SavedModelFunction:
 
 def _spec(tensor_spec: Any, path: Path, what: str) -> TFTensorSpec:
     try:
-        dtype = wire_name(tensor_spec.dtype)
+        dtype = TF.dtype_name(tensor_spec.dtype)
     except RegistrationError as exc:
         raise RegistrationError(f"SavedModel {str(path)!r}: {what}: {exc}") from None
     dims = tensor_spec.shape.as_list() if tensor_spec.shape.rank is not None else None
@@ -102,7 +114,7 @@ def load_model(
     import tensorflow as tf
 
     path = Path(path)
-    name = name or path.resolve().name
+    name = file_model_name(path, name)
     if not is_saved_model(path):
         raise RegistrationError(f"{str(path)!r} is not a SavedModel directory (no saved_model.pb in it)")
     try:
@@ -111,7 +123,4 @@ def load_model(
         raise RegistrationError(f"SavedModel {str(path)!r} could not be loaded: {exc}") from exc
     function = SavedModelFunction(root, signature, name=name, path=path, batch=batch)
     batching = BatchSettings(batch=batch, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms)
-    try:
-        return make_spec(function, name, version=version, batching=batching)
-    except RegistrationError as exc:
-        raise RegistrationError(f"{exc} (choose another name with name= or --name)") from None
+    return file_model_spec(function, path, name, version=version, batching=batching)

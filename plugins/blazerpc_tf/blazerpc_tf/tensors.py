@@ -1,38 +1,30 @@
-"""``tf.Tensor`` on the wire: the same ``TensorProto`` as numpy arrays, plus bfloat16.
+"""``tf.Tensor`` on the wire: TensorFlow's primitives under the core's framework tensors.
 
-Decoding checks dtype, shape and byte count, views the request bytes as a numpy array
-(``numpy.frombuffer``, no copy) and hands that to ``tf.convert_to_tensor``; TensorFlow
-reuses the buffer when it is suitably aligned and copies it otherwise. TF tensors are
-immutable, so either way the model cannot change the request. bfloat16 travels as raw
-2-byte values with dtype ``"bfloat16"`` (numpy view through ``ml_dtypes``, which
+The annotation, the request checks, casting, batching and the field mapping are the core's
+(:class:`~blazerpc_core.plugin.FrameworkTensors`); this module only says how TensorFlow
+does each step. Decoding views the request bytes as a numpy array (``numpy.frombuffer``,
+no copy) and hands that to ``tf.convert_to_tensor``; TensorFlow reuses the buffer when it
+is suitably aligned and copies it otherwise. TF tensors are immutable, so either way the
+model cannot change the request. Results are encoded through numpy. bfloat16 travels as
+raw 2-byte values with dtype ``"bfloat16"`` (numpy view through ``ml_dtypes``, which
 TensorFlow depends on).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from blazerpc_core import InvalidArgument, RegistrationError
-from blazerpc_core.schema.fields import BatchAxis, FieldMapping, TypeContext
-from blazerpc_core.schema.tensors import (
-    FrameworkTensorSpec,
-    check_shape,
-    checked_payload,
-    parse_dims,
-    split_annotation,
-    tensor_mapping,
-)
+from blazerpc_core.plugin import FrameworkTensors, FrameworkTensorSpec
 
 BFLOAT16 = "bfloat16"
-WIRE_NAMES = (
-    "float32", "float64", "float16", BFLOAT16, "int8", "int16", "int32", "int64",
-    "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
-)
+#: Older TensorFlow spells some dtypes the C way.
+_ALIASES = {"half": "float16", "float": "float32", "double": "float64"}
 
 
 @functools.cache
@@ -44,23 +36,6 @@ def numpy_dtype(name: str) -> np.dtype[Any]:
         bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
         return bfloat16
     return np.dtype(name)
-
-
-def wire_name(dtype: Any) -> str:
-    """``tf.float32``, ``np.float32`` or ``"float32"`` → ``"float32"``; refuses what TF tensors cannot carry."""
-    name = getattr(dtype, "name", None) if not isinstance(dtype, (str, type)) else None
-    if name is None:
-        if isinstance(dtype, str) and dtype == BFLOAT16:
-            name = BFLOAT16
-        else:
-            try:
-                name = np.dtype(dtype).name
-            except TypeError:
-                raise RegistrationError(f"{dtype!r} is not a tensor dtype") from None
-    name = {"half": "float16", "float": "float32", "double": "float64"}.get(name, name)
-    if name not in WIRE_NAMES:
-        raise RegistrationError(f"dtype {name!r} cannot be served as a TF tensor (use one of {', '.join(WIRE_NAMES)})")
-    return name
 
 
 @dataclass(frozen=True)
@@ -75,87 +50,69 @@ class TFTensorSpec(FrameworkTensorSpec):
     kind: ClassVar[str] = "tf tensor"
 
 
+class TFTensors(FrameworkTensors):
+    """TensorFlow's tensor primitives; returned values are encoded as numpy arrays."""
+
+    framework = "tensorflow"
+    spec_type = TFTensorSpec
+
+    def tensor_type(self) -> Any | None:
+        tf = sys.modules.get("tensorflow")
+        return None if tf is None else tf.Tensor
+
+    def native_name(self, dtype: Any) -> str | None:
+        # tf.DType (and numpy dtype instances) carry their name; classes and strings go to numpy.
+        if isinstance(dtype, (str, type)):
+            return None
+        name = getattr(dtype, "name", None)
+        return _ALIASES.get(name, name) if isinstance(name, str) else None
+
+    def from_bytes(self, data: bytes, dtype: str, shape: list[int]) -> Any:
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(np.frombuffer(data, dtype=numpy_dtype(dtype)).reshape(shape))
+
+    def to_tensor(self, value: Any) -> np.ndarray[Any, Any]:
+        return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+    def dtype_of(self, tensor: Any) -> str:
+        name: str = tensor.dtype.name
+        return name
+
+    def cast(self, tensor: Any, dtype: str) -> Any:
+        return tensor.astype(numpy_dtype(dtype))
+
+    def shape_of(self, tensor: Any) -> tuple[int, ...]:
+        return tuple(tensor.shape)
+
+    def to_bytes(self, tensor: Any) -> bytes:
+        array = np.ascontiguousarray(tensor)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        return array.tobytes()
+
+    def concat(self, parts: Sequence[Any]) -> Any:
+        import tensorflow as tf
+
+        return tf.concat(list(parts), axis=0)
+
+    def split(self, tensor: Any, sizes: Sequence[int]) -> list[Any]:
+        import tensorflow as tf
+
+        return list(tf.split(tensor, list(sizes), axis=0))
+
+
+#: The tf plugin's one set of tensor primitives.
+TF = TFTensors()
+
+
 class TFTensor:
     """Annotation for a TF tensor with a declared dtype and shape.
 
-    ``TFTensor[tf.float32, "batch", 512]``: the dtype, then the dimensions as for
-    ``TensorInput`` (see :func:`blazerpc_core.schema.tensors.parse_dims`). A bare
+    ``TFTensor[tf.float32, "batch", 512]``: the dtype (a ``tf.DType``, a numpy dtype or a
+    name such as ``"bfloat16"``), then the dimensions as for ``TensorInput``. A bare
     ``tf.Tensor`` annotation takes any dtype and shape.
     """
 
-    def __class_getitem__(cls, args: Any) -> TFTensorSpec:
-        dtype, dims = split_annotation(args, what="TFTensor", example="TFTensor[tf.float32, 'batch', 512]")
-        return TFTensorSpec((wire_name(dtype),), *parse_dims(dims))
-
-
-# --- wire conversion -------------------------------------------------------------------
-
-
-def tensor_from_wire(message: Any, spec: TFTensorSpec) -> Any:
-    """An eager tensor with the request's values, after dtype, shape and length checks."""
-    import tensorflow as tf
-
-    name = message.dtype
-    if not name:
-        raise InvalidArgument("tensor has no dtype")
-    try:
-        name = wire_name(name)
-    except RegistrationError:
-        raise InvalidArgument(f"dtype {name!r} is not one a TF tensor can take ({', '.join(WIRE_NAMES)})") from None
-    if spec.dtypes is not None and name not in spec.dtypes:
-        raise InvalidArgument(f"dtype is {name}, expected {' or '.join(spec.dtypes)}")
-    dtype = numpy_dtype(name)
-    shape, data = checked_payload(message, spec.core, name, dtype.itemsize)
-    return tf.convert_to_tensor(np.frombuffer(data, dtype=dtype).reshape(shape))
-
-
-def tensor_to_wire(value: Any, spec: TFTensorSpec) -> dict[str, Any]:
-    """``TensorProto`` fields for a returned tensor (cast to a single declared dtype)."""
-    array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-    array = np.asarray(array)
-    if spec.dtypes is not None and len(spec.dtypes) == 1:
-        want = numpy_dtype(spec.dtypes[0])
-        if array.dtype != want:
-            array = array.astype(want)
-    check_shape(array.shape, spec.core, what="returned tensor")
-    array = np.ascontiguousarray(array)
-    return {"shape": array.shape, "dtype": array.dtype.name, "data": array.tobytes()}
-
-
-# --- batching ----------------------------------------------------------------------------
-
-
-def _rows(tensor: Any) -> int:
-    return int(tensor.shape[0])
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    import tensorflow as tf
-
-    return tf.concat(list(parts), axis=0)
-
-
-def _split(tensor: Any, sizes: Sequence[int]) -> list[Any]:
-    import tensorflow as tf
-
-    return list(tf.split(tensor, list(sizes), axis=0))
-
-
-def tf_axis(named: bool) -> BatchAxis:
-    """Join requests with ``tf.concat`` and split results with ``tf.split`` along axis 0."""
-    return BatchAxis(rows=_rows, concat=_concat, split=_split, named=named)
-
-
-FRAMEWORK = "tensorflow"
-
-
-def tf_mapping(context: TypeContext, spec: TFTensorSpec) -> FieldMapping:
-    """A ``TensorProto`` field whose values are TF tensors."""
-    mapping = tensor_mapping(
-        context,
-        spec.core,
-        decode=lambda message: tensor_from_wire(message, spec),
-        encode=lambda value: tensor_to_wire(value, spec),
-        batch=tf_axis(spec.batch_named) if spec.batchable else None,
-    )
-    return replace(mapping, description=spec.describe(), extra={"tensor": spec.core, "framework": FRAMEWORK})
+    def __class_getitem__(cls, args: Any) -> FrameworkTensorSpec:
+        return TF.annotation(args, what="TFTensor", example="TFTensor[tf.float32, 'batch', 512]")

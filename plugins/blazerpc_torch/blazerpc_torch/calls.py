@@ -2,36 +2,39 @@
 
 Grad mode is thread-local in torch and sync models run in the server's worker threads,
 so neither a middleware (on the event loop) nor a type converter (run while decoding)
-can switch it for the model call. The call itself has to be wrapped. The plugin does
-that when the server is built: it wraps whatever batching policy was chosen for a model
-that uses torch types, and hands that policy an invoker whose function
+can switch it for the model's code. The plugin wraps whatever batching policy was chosen
+for a model that uses torch types, and hands that policy's runner an invoker
 
-1. moves tensor arguments (and tensors in list/tuple/dict arguments) to the device, once
-   per call, so a batch joined on the CPU crosses to the GPU in one transfer, and
-2. runs the model under ``torch.inference_mode()``.
+1. whose function moves tensor arguments (also inside lists, tuples, dict values, and
+   the items of a client stream) to the device, once per call, so a batch joined on the
+   CPU crosses to the GPU in one transfer, and
+2. whose ``enter`` hook runs every entry into the model's code under
+   ``torch.inference_mode()``: a unary or batched call, and each burst of a sync
+   generator, whose body runs later, in whichever pool thread steps it.
 
-Results come back to the CPU while they are encoded. Async and streaming models are
-called as written (their code may span threads or interleave on the loop): use
-``torch.inference_mode()`` inside them.
+Results come back to the CPU while they are encoded. Async models run on the event loop
+and are called as written: use ``torch.inference_mode()`` inside them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from blazerpc_core import RegistrationError
+from blazerpc_core.plugin import (
+    BatchEvents,
+    BatchingPolicy,
+    CompiledModel,
+    Enter,
+    ModelInvoker,
+    ModelSpec,
+    Runner,
+    is_record,
+)
 from blazerpc_torch.tensors import TorchTensorSpec
-
-if TYPE_CHECKING:
-    from blazerpc_core.runtime.events import BatchEvents
-    from blazerpc_core.runtime.executor import Invoker
-    from blazerpc_core.runtime.policy import BatchingPolicy, Runner
-    from blazerpc_core.schema.builder import MethodSchema
-    from blazerpc_core.spec import ModelSpec
 
 
 def uses_torch(spec: ModelSpec) -> bool:
@@ -49,10 +52,7 @@ def _mentions(annotation: Any, torch: Any, *, depth: int) -> bool:
     if depth > 4:
         return False
     inner = list(typing.get_args(annotation))
-    record = isinstance(annotation, type) and (
-        dataclasses.is_dataclass(annotation) or (issubclass(annotation, tuple) and hasattr(annotation, "_fields"))
-    )
-    if record:
+    if is_record(annotation):
         try:
             inner += list(typing.get_type_hints(annotation).values())
         except Exception:  # the schema builder reports records it cannot resolve
@@ -73,7 +73,10 @@ def resolve_device(name: str | None) -> Any:
 
 
 def to_device(value: Any, device: Any) -> Any:
-    """``value`` with every tensor in it (top level, lists, tuples, dict values) on ``device``."""
+    """``value`` with every tensor in it (top level, lists, tuples, dict values) on ``device``.
+
+    A sync iterator (a client stream's requests) is moved item by item as the model reads it.
+    """
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -82,34 +85,46 @@ def to_device(value: Any, device: Any) -> Any:
         return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):
         return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, Iterator):
+        return (to_device(item, device) for item in value)
     return value
 
 
-def inference_call(func: Callable[..., Any], device: Any) -> Callable[..., Any]:
-    """``func`` called on ``device`` under ``torch.inference_mode()``."""
-    import torch
-
-    move = device.type != "cpu"
+def on_device(func: Callable[..., Any], device: Any) -> Callable[..., Any]:
+    """``func`` with its tensor arguments moved to ``device`` first (``func`` itself on the CPU)."""
+    if device.type == "cpu":
+        return func
 
     def call(*args: Any) -> Any:
-        if move:
-            args = tuple(to_device(a, device) for a in args)
-        with torch.inference_mode():
-            return func(*args)
+        return func(*(to_device(a, device) for a in args))
 
     call.__wrapped__ = func  # type: ignore[attr-defined]
     return call
 
 
+def inference_mode(outer: Enter | None) -> Enter:
+    """An ``enter`` hook running model code under ``torch.inference_mode()`` (inside ``outer``, if any)."""
+
+    def enter(call: Callable[[], Any]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return call()
+
+    if outer is None:
+        return enter
+    return lambda call: outer(lambda: enter(call))
+
+
 class TorchPolicy:
-    """Any batching policy, with the model's invoker wrapped by :func:`inference_call`."""
+    """Any batching policy, with sync models' invokers on the device and under inference mode."""
 
     def __init__(self, inner: BatchingPolicy, device: Any) -> None:
         self.inner = inner
         self.device = device
         self.name = inner.name
 
-    def create_runner(self, method: MethodSchema, invoker: Invoker, events: BatchEvents) -> Runner:
+    def create_runner(self, model: CompiledModel, invoker: ModelInvoker, events: BatchEvents) -> Runner:
         if not invoker.is_async:
-            invoker = invoker.wrapped(func=inference_call(invoker.func, self.device))
-        return self.inner.create_runner(method, invoker, events)
+            invoker = invoker.wrapped(func=on_device(invoker.func, self.device), enter=inference_mode(invoker.enter))
+        return self.inner.create_runner(model, invoker, events)

@@ -23,14 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from blazerpc_core import ModelSpec, RegistrationError
-from blazerpc_core.naming import pascal_case
-from blazerpc_core.schema.signature import attach_signature, field_names, output_record
-from blazerpc_core.settings import BatchSettings
-from blazerpc_core.spec import make_spec
-from blazerpc_torch.tensors import FLOATS, TorchTensorSpec, torch_dtypes, wire_name
+from blazerpc_core.plugin import (
+    BatchSettings,
+    attach_signature,
+    field_names,
+    file_model_name,
+    file_model_spec,
+    model_file,
+    output_record,
+    pascal_case,
+)
+from blazerpc_torch.tensors import FLOATS, TORCH, TorchTensorSpec, torch_dtypes
 
 SCRIPT_SUFFIXES = (".pt", ".pth", ".ts")
 EXPORT_SUFFIXES = (".pt2",)
+
+
+def torch_file(target: str) -> Path | None:
+    """The path ``target`` names when it is a TorchScript archive or a torch.export program, else None."""
+    return model_file(target, SCRIPT_SUFFIXES + EXPORT_SUFFIXES)
 
 
 class TorchFileModel:
@@ -92,7 +103,7 @@ def load_model(
     from blazerpc_torch.calls import resolve_device
 
     path = Path(path)
-    name = name or path.stem
+    name = file_model_name(path, name)
     if not path.is_file():
         raise RegistrationError(f"torch model {str(path)!r}: no such file")
     where = resolve_device(device)
@@ -101,19 +112,17 @@ def load_model(
     else:
         model = _load_script(path, name, where, batch)
     batching = BatchSettings(batch=batch, max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms)
-    try:
-        return make_spec(model, name, version=version, batching=batching)
-    except RegistrationError as exc:
-        raise RegistrationError(f"{exc} (choose another name with name= or --name)") from None
+    return file_model_spec(model, path, name, version=version, batching=batching)
 
 
 def _load_script(path: Path, name: str, device: Any, batch: bool | None) -> TorchFileModel:
     import torch
 
+    jit: Any = torch.jit  # untyped in torch; typed the same whether or not torch is installed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
+            module = jit.load(str(path), map_location=device)
     except Exception as exc:
         raise RegistrationError(
             f"{str(path)!r} is not a TorchScript archive (torch.jit.save) or torch.export program (.pt2): "
@@ -185,7 +194,10 @@ def _exported_spec(node: Any, path: Path, what: str) -> TorchTensorSpec:
         raise RegistrationError(
             f"torch.export model {str(path)!r}: {what} {getattr(node, 'name', '?')!r} is not a tensor"
         )
-    dtype = wire_name(value.dtype)
+    try:
+        dtype = TORCH.dtype_name(value.dtype)
+    except RegistrationError as exc:
+        raise RegistrationError(f"torch.export model {str(path)!r}: {what}: {exc}") from None
     if dtype not in torch_dtypes():
         raise RegistrationError(f"torch.export model {str(path)!r}: {what} dtype {dtype} is not supported")
     shape = tuple(d if isinstance(d, int) else None for d in value.shape)

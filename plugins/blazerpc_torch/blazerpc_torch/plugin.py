@@ -7,37 +7,26 @@ torch, and model files import it when they are loaded.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Generator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from blazerpc_core import ModelSpec, ServeSettings, hookimpl
-from blazerpc_core.schema.fields import FieldMapping, TypeContext
+from blazerpc_core.plugin import BatchingPolicy, FieldMapping, ServerContext, TypeContext
 from blazerpc_torch.calls import TorchPolicy, resolve_device, uses_torch
-from blazerpc_torch.files import EXPORT_SUFFIXES, SCRIPT_SUFFIXES, load_model
-from blazerpc_torch.tensors import TorchTensorSpec, torch_mapping
-
-if TYPE_CHECKING:
-    from blazerpc_core.context import ServerContext
-    from blazerpc_core.runtime.policy import BatchingPolicy
+from blazerpc_torch.files import load_model, torch_file
+from blazerpc_torch.tensors import TORCH
 
 
 @hookimpl
 def blazerpc_map_type(annotation: Any, context: TypeContext) -> FieldMapping | None:
-    if isinstance(annotation, TorchTensorSpec):
-        return torch_mapping(context, annotation)
-    torch = sys.modules.get("torch")
-    if torch is not None and annotation is torch.Tensor:
-        return torch_mapping(context, TorchTensorSpec(None, None))
-    return None
+    return TORCH.map_type(annotation, context)
 
 
 @hookimpl(wrapper=True)
 def blazerpc_batching_policy(spec: ModelSpec, settings: ServeSettings) -> Generator[None, Any, BatchingPolicy | None]:
-    """Wrap the chosen policy so torch models run on the device under inference_mode (see calls.py)."""
+    """Wrap the chosen policy so torch models run on the device under inference mode (see calls.py)."""
     policy: BatchingPolicy | None = yield
     if policy is None or not uses_torch(spec):
         return policy
@@ -61,9 +50,10 @@ def blazerpc_cli_options() -> list[click.Option]:
 
 @hookimpl
 def blazerpc_load_target(target: str, settings: ServeSettings) -> Sequence[ModelSpec] | None:
-    if not target.lower().endswith(SCRIPT_SUFFIXES + EXPORT_SUFFIXES):
+    path = torch_file(target)
+    if path is None:
         return None
-    return [load_model(Path(target), settings.model_name, device=settings.extra.get("torch_device"))]
+    return [load_model(path, settings.model_name, device=settings.extra.get("torch_device"))]
 
 
 @hookimpl

@@ -1,10 +1,12 @@
-"""``torch.Tensor`` on the wire: the same ``TensorProto`` as numpy arrays, plus bfloat16.
+"""``torch.Tensor`` on the wire: torch's primitives under the core's framework tensors.
 
-Decoding wraps the request's bytes with ``torch.frombuffer``: no copy. Those bytes
-belong to an immutable ``bytes`` object, and torch has no read-only tensors, so an input
-tensor must be treated as read-only: an in-place operation on it (``x.add_(1)``) is not
-allowed; ``x.clone()`` first. torch warns about this once per process; the plugin takes
-that warning at build time instead of on a client's first request.
+The annotation, the request checks, casting, batching and the field mapping are the core's
+(:class:`~blazerpc_core.plugin.FrameworkTensors`); this module only says how torch does
+each step. Decoding wraps the request's bytes with ``torch.frombuffer``: no copy. Those
+bytes belong to an immutable ``bytes`` object, and torch has no read-only tensors, so an
+input tensor must be treated as read-only: an in-place operation on it (``x.add_(1)``) is
+not allowed; ``x.clone()`` first. torch warns about this once per process; the plugin
+takes that warning at build time instead of on a client's first request.
 
 bfloat16 (no numpy dtype) travels as raw 2-byte values with dtype ``"bfloat16"``.
 """
@@ -12,30 +14,15 @@ bfloat16 (no numpy dtype) travels as raw 2-byte values with dtype ``"bfloat16"``
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
+from blazerpc_core.plugin import FRAMEWORK_DTYPES, FrameworkTensors, FrameworkTensorSpec
 
-from blazerpc_core import InvalidArgument, RegistrationError
-from blazerpc_core.schema.fields import BatchAxis, FieldMapping, TypeContext
-from blazerpc_core.schema.tensors import (
-    FrameworkTensorSpec,
-    check_shape,
-    checked_payload,
-    parse_dims,
-    split_annotation,
-    tensor_mapping,
-)
-
-BFLOAT16 = "bfloat16"
-FLOATS = ("float32", "float64", "float16", BFLOAT16)
-_WIRE_NAMES = (
-    "float32", "float64", "float16", BFLOAT16, "int8", "int16", "int32", "int64",
-    "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
-)
+FLOATS = ("float32", "float64", "float16", "bfloat16")
 
 
 @functools.cache
@@ -43,25 +30,8 @@ def torch_dtypes() -> dict[str, Any]:
     """Wire dtype name → ``torch.dtype`` for every dtype this torch build has."""
     import torch
 
-    return {name: getattr(torch, name) for name in _WIRE_NAMES if isinstance(getattr(torch, name, None), torch.dtype)}
-
-
-def wire_name(dtype: Any) -> str:
-    """``torch.float32``, ``np.float32`` or ``"float32"`` → ``"float32"``; refuses unknown names."""
-    if isinstance(dtype, str) and dtype == BFLOAT16:
-        return BFLOAT16
-    if type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
-        name = str(dtype).removeprefix("torch.")
-    else:
-        try:
-            name = np.dtype(dtype).name
-        except TypeError:
-            raise RegistrationError(f"{dtype!r} is not a tensor dtype") from None
-    if name not in _WIRE_NAMES:
-        raise RegistrationError(
-            f"dtype {name!r} cannot be served as a torch tensor (use one of {', '.join(_WIRE_NAMES)})"
-        )
-    return name
+    found = {name: getattr(torch, name, None) for name in FRAMEWORK_DTYPES}
+    return {name: dtype for name, dtype in found.items() if isinstance(dtype, torch.dtype)}
 
 
 @dataclass(frozen=True)
@@ -76,107 +46,87 @@ class TorchTensorSpec(FrameworkTensorSpec):
     kind: ClassVar[str] = "torch tensor"
 
 
+class TorchTensors(FrameworkTensors):
+    """torch's tensor primitives."""
+
+    framework = "torch"
+    spec_type = TorchTensorSpec
+
+    def tensor_type(self) -> Any | None:
+        torch = sys.modules.get("torch")
+        return None if torch is None else torch.Tensor
+
+    def native_name(self, dtype: Any) -> str | None:
+        if type(dtype).__name__ == "dtype" and type(dtype).__module__ == "torch":
+            return str(dtype).removeprefix("torch.")
+        return None
+
+    def available(self) -> dict[str, Any]:
+        return torch_dtypes()
+
+    def from_bytes(self, data: bytes, dtype: str, shape: list[int]) -> Any:
+        import torch
+
+        kind = torch_dtypes()[dtype]
+        if not data:
+            return torch.empty(shape, dtype=kind)
+        if len(data) == 1:
+            # CPython shares one-byte bytes objects process-wide; never alias those.
+            return torch.frombuffer(bytearray(data), dtype=kind).reshape(shape)
+        return torch.frombuffer(data, dtype=kind).reshape(shape)
+
+    def to_tensor(self, value: Any) -> Any:
+        import torch
+
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        return tensor.detach()
+
+    def dtype_of(self, tensor: Any) -> str:
+        return str(tensor.dtype).removeprefix("torch.")
+
+    def cast(self, tensor: Any, dtype: str) -> Any:
+        return tensor.to(torch_dtypes()[dtype])
+
+    def shape_of(self, tensor: Any) -> tuple[int, ...]:
+        return tuple(tensor.shape)
+
+    def to_bytes(self, tensor: Any) -> bytes:
+        import torch
+
+        tensor = tensor.cpu().resolve_conj().resolve_neg().contiguous()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.view(torch.int16)
+        data: bytes = tensor.numpy().tobytes()
+        return data
+
+    def concat(self, parts: Sequence[Any]) -> Any:
+        import torch
+
+        return torch.cat(list(parts), dim=0)
+
+    def split(self, tensor: Any, sizes: Sequence[int]) -> list[Any]:
+        import torch
+
+        return list(torch.split(tensor, list(sizes), dim=0))
+
+    def prepare(self) -> None:
+        _take_readonly_warning()
+
+
+#: The torch plugin's one set of tensor primitives.
+TORCH = TorchTensors()
+
+
 class TorchTensor:
     """Annotation for a torch tensor with a declared dtype and shape.
 
-    ``TorchTensor[torch.float32, "batch", 512]``: the dtype, then the dimensions as for
-    ``TensorInput`` (see :func:`blazerpc_core.schema.tensors.parse_dims`). A bare
-    ``torch.Tensor`` annotation takes any dtype and shape.
+    ``TorchTensor[torch.float32, "batch", 512]``: the dtype (a ``torch.dtype``, a numpy
+    dtype or a name such as ``"bfloat16"``), then the dimensions as for ``TensorInput``.
+    A bare ``torch.Tensor`` annotation takes any dtype and shape.
     """
 
-    def __class_getitem__(cls, args: Any) -> TorchTensorSpec:
-        dtype, dims = split_annotation(args, what="TorchTensor", example="TorchTensor[torch.float32, 'batch', 512]")
-        return TorchTensorSpec((wire_name(dtype),), *parse_dims(dims))
-
-
-# --- wire conversion -------------------------------------------------------------------
-
-
-def tensor_from_wire(message: Any, spec: TorchTensorSpec) -> Any:
-    """A CPU tensor sharing the ``TensorProto``'s bytes, after dtype, shape and length checks."""
-    import torch
-
-    name = message.dtype
-    if not name:
-        raise InvalidArgument("tensor has no dtype")
-    try:
-        name = wire_name(name)
-    except RegistrationError:
-        raise InvalidArgument(f"dtype {name!r} is not one torch can take ({', '.join(torch_dtypes())})") from None
-    if spec.dtypes is not None and name not in spec.dtypes:
-        raise InvalidArgument(f"dtype is {name}, expected {' or '.join(spec.dtypes)}")
-    dtype = torch_dtypes().get(name)
-    if dtype is None:
-        raise InvalidArgument(f"dtype {name} is not available in this torch build")
-    shape, data = checked_payload(message, spec.core, name, dtype.itemsize)
-    if not data:
-        return torch.empty(shape, dtype=dtype)
-    if len(data) == 1:
-        # CPython shares one-byte bytes objects process-wide; never alias those.
-        return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
-    return torch.frombuffer(data, dtype=dtype).reshape(shape)
-
-
-def tensor_to_wire(value: Any, spec: TorchTensorSpec) -> dict[str, Any]:
-    """``TensorProto`` fields for a returned tensor (moved to the CPU, cast to a single declared dtype)."""
-    import torch
-
-    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-    tensor = tensor.detach()
-    if spec.dtypes is not None and len(spec.dtypes) == 1:
-        want = torch_dtypes()[spec.dtypes[0]]
-        if tensor.dtype != want:
-            tensor = tensor.to(want)
-    check_shape(tuple(tensor.shape), spec.core, what="returned tensor")
-    tensor = tensor.cpu().resolve_conj().resolve_neg().contiguous()
-    if tensor.dtype == torch.bfloat16:
-        data = tensor.view(torch.int16).numpy().tobytes()
-        return {"shape": tuple(tensor.shape), "dtype": BFLOAT16, "data": data}
-    array = tensor.numpy()
-    return {"shape": array.shape, "dtype": array.dtype.name, "data": array.tobytes()}
-
-
-# --- batching ----------------------------------------------------------------------------
-
-
-def _rows(tensor: Any) -> int:
-    return int(tensor.shape[0])
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    import torch
-
-    return torch.cat(list(parts), dim=0)
-
-
-def _split(tensor: Any, sizes: Sequence[int]) -> list[Any]:
-    import torch
-
-    return list(torch.split(tensor, list(sizes), dim=0))
-
-
-def torch_axis(named: bool) -> BatchAxis:
-    """Join requests with ``torch.cat`` and split results with ``torch.split`` along dim 0."""
-    return BatchAxis(rows=_rows, concat=_concat, split=_split, named=named)
-
-
-# --- the field mapping ------------------------------------------------------------------------
-
-
-FRAMEWORK = "torch"
-
-
-def torch_mapping(context: TypeContext, spec: TorchTensorSpec) -> FieldMapping:
-    """A ``TensorProto`` field whose values are torch tensors."""
-    _take_readonly_warning()
-    mapping = tensor_mapping(
-        context,
-        spec.core,
-        decode=lambda message: tensor_from_wire(message, spec),
-        encode=lambda value: tensor_to_wire(value, spec),
-        batch=torch_axis(spec.batch_named) if spec.batchable else None,
-    )
-    return replace(mapping, description=spec.describe(), extra={"tensor": spec.core, "framework": FRAMEWORK})
+    def __class_getitem__(cls, args: Any) -> FrameworkTensorSpec:
+        return TORCH.annotation(args, what="TorchTensor", example="TorchTensor[torch.float32, 'batch', 512]")
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from blazerpc_torch import TorchTensor
-from blazerpc_torch.tensors import TorchTensorSpec, tensor_from_wire
+from blazerpc_torch.tensors import TORCH, TorchTensorSpec
 from torch_helpers import from_tensor, to_tensor
 from torch_models import mlp
 
@@ -228,7 +228,8 @@ def test_unknown_device_is_refused_at_build(blazerpc_serve: Any) -> None:
     def same(x: torch.Tensor) -> torch.Tensor:
         return x
 
-    with pytest.raises(RegistrationError, match="torch device 'warp:0'"):
+    # The device is resolved with the model's runner, while the server starts: it does not start.
+    with pytest.raises(RuntimeError, match="torch device 'warp:0'"):
         blazerpc_serve(app, extra={"torch_device": "warp:0"})
 
 
@@ -245,10 +246,10 @@ def test_decoded_tensor_shares_the_request_bytes() -> None:
     any_tensor = TorchTensorSpec(None, None)
     data = np.arange(6, dtype=np.float32).tobytes()
     message = types.SimpleNamespace(shape=[2, 3], dtype="float32", data=data)  # what decoding reads
-    tensor = tensor_from_wire(message, any_tensor)
+    tensor = TORCH.decode(message, any_tensor)
     assert tensor.data_ptr() == ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
     assert tensor.tolist() == [[0, 1, 2], [3, 4, 5]]
-    one_byte = tensor_from_wire(types.SimpleNamespace(shape=[1], dtype="uint8", data=b"\x07"), any_tensor)
+    one_byte = TORCH.decode(types.SimpleNamespace(shape=[1], dtype="uint8", data=b"\x07"), any_tensor)
     assert one_byte.tolist() == [7]  # copied: CPython shares one-byte bytes objects
-    empty = tensor_from_wire(types.SimpleNamespace(shape=[0, 3], dtype="int64", data=b""), any_tensor)
+    empty = TORCH.decode(types.SimpleNamespace(shape=[0, 3], dtype="int64", data=b""), any_tensor)
     assert empty.shape == (0, 3) and empty.dtype == torch.int64
