@@ -30,6 +30,7 @@ from blazerpc_core.call import CallContext
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, ResourceExhausted, Unavailable
 from blazerpc_core.runtime.dispatch import BatchConfig, DispatchRule
 from blazerpc_core.runtime.events import BatchEvents
+from blazerpc_core.runtime.executor import Inlining
 from blazerpc_core.runtime.plan import BatchPlan
 from blazerpc_core.runtime.queue import Pending, RequestQueue, read_priority
 
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blazerpc.batcher")
 
-#: What one batch yields: an outcome (result or exception) per request, and the model's seconds.
-Computed = tuple[list[Any], float]
+#: What one batch yields: an outcome (result or exception) per request, the model's seconds,
+#: and the thread CPU seconds of the whole batch when it ran in the pool (None otherwise).
+Computed = tuple[list[Any], float, float | None]
 
 
 class Batcher:
@@ -72,6 +74,8 @@ class Batcher:
         #: Queued rows at which an arrival wakes the sleeping loop (None: arrivals do not).
         self._wake_rows: int | None = None
         self._batches: set[asyncio.Future[Any]] = set()
+        #: Whether batches of this (sync) model are cheap enough to compute on the loop.
+        self.inlining = Inlining(invoker.inline_budget)
 
     # -- Runner ------------------------------------------------------------------------
 
@@ -107,9 +111,14 @@ class Batcher:
             deadline=None if remaining is None else now + remaining, key=self.plan.shape_key(args),
         )
         queue.push(item)
-        self._events.queue_depth(self.spec, queue.rows)
-        if self._wake_rows is not None and queue.rows >= self._wake_rows:
-            self._wake()
+        if not self.running and queue.count == 1 and self._go_now(now):
+            # The model is idle and the rule says go: dispatch here rather than waking the
+            # dispatch loop for it, which keeps batching from costing anything at low load.
+            self._dispatch(now)
+        else:
+            self._events.queue_depth(self.spec, queue.rows)
+            if self._wake_rows is not None and queue.rows >= self._wake_rows:
+                self._wake()
         try:
             return await item.future
         except asyncio.CancelledError:
@@ -158,6 +167,13 @@ class Batcher:
                 continue
             self._dispatch(now)
 
+    def _go_now(self, now: float) -> bool:
+        try:
+            return self.rule.delay(self, now) <= 0
+        except Exception:
+            log.exception("dispatch rule of model %s failed; dispatching now", self.label)
+            return True
+
     async def _sleep(self, delay: float | None, *, wake_rows: int | None) -> None:
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
@@ -182,25 +198,37 @@ class Batcher:
         self._events.queue_depth(self.spec, self.queue.rows)
         if not batch:
             return
+        for item in batch:
+            self._events.queue_wait(self.spec, now - item.enqueued)
+        self._events.batch_dispatched(self.spec, sum(item.rows for item in batch), len(batch))
+        self._start(batch, now)
+
+    def _start(self, batch: list[Pending], now: float) -> None:
+        """Run one batch: on the loop (async models, or sync ones cheap enough), else in the pool."""
         sizes = [item.rows for item in batch]
-        rows = sum(sizes)
+        parts = [item.args for item in batch]
+        future: asyncio.Future[Computed]
         try:
-            for item in batch:
-                self._events.queue_wait(self.spec, now - item.enqueued)
-            self._events.batch_dispatched(self.spec, rows, len(batch))
-            parts = [item.args for item in batch]
             if self._invoker.is_async:
-                future: asyncio.Future[Computed] = asyncio.ensure_future(self._compute_async(parts, sizes))
+                future = asyncio.ensure_future(self._compute_async(parts, sizes))
+            elif self.inlining.state == "inline":
+                future = asyncio.get_running_loop().create_future()
+                started = time.perf_counter()
+                try:
+                    future.set_result(self._compute(parts, sizes, [item.deadline for item in batch]))
+                except Exception as exc:
+                    future.set_exception(exc)
+                self.inlining.ran_inline(time.perf_counter() - started)
             else:
                 deadlines = [item.deadline for item in batch]
-                future = asyncio.wrap_future(self._invoker.pool.submit(self._compute, parts, sizes, deadlines))
+                future = asyncio.wrap_future(self._invoker.pool.submit(self._compute_timed, parts, sizes, deadlines))
         except Exception as exc:
             # Taken off the queue but never started: their callers must still get an answer.
             log.exception("could not start a batch of model %s", self.label)
             for item in batch:
                 _settle(item.future, exc)
             return
-        entry = (now, rows)
+        entry = (now, sum(sizes))
         self.running += 1
         self.inflight.append(entry)
         self._batches.add(future)
@@ -216,7 +244,9 @@ class Batcher:
         elif (error := future.exception()) is not None:
             outcomes = [error] * len(batch)
         else:
-            outcomes, seconds = future.result()
+            outcomes, seconds, cpu = future.result()
+            if cpu is not None:
+                self.inlining.pooled(cpu)
             try:
                 self.rule.observe(entry[1], seconds)
             except Exception:
@@ -226,6 +256,14 @@ class Batcher:
         self._wake()
 
     # -- running one batch -----------------------------------------------------------------
+
+    def _compute_timed(
+        self, parts: list[Sequence[Any]], sizes: list[int], deadlines: list[float | None]
+    ) -> Computed:
+        """:meth:`_compute` in a pool thread, with the thread CPU time it took (for promotion inline)."""
+        cpu_start = time.thread_time()
+        outcomes, seconds, _ = self._compute(parts, sizes, deadlines)
+        return outcomes, seconds, time.thread_time() - cpu_start
 
     def _compute(
         self, parts: list[Sequence[Any]], sizes: list[int], deadlines: list[float | None]
@@ -243,11 +281,11 @@ class Batcher:
             live = [i for i, skip in enumerate(late) if not skip]
             outcomes: list[Any] = [invoker.late() if skip else None for skip in late]
             if live:
-                done, seconds = self._compute([parts[i] for i in live], [sizes[i] for i in live], [None] * len(live))
+                done, seconds, _ = self._compute([parts[i] for i in live], [sizes[i] for i in live], [None] * len(live))
                 for index, outcome in zip(live, done, strict=True):
                     outcomes[index] = outcome
-                return outcomes, seconds
-            return outcomes, 0.0
+                return outcomes, seconds, None
+            return outcomes, 0.0, None
         plan = self.plan
         try:
             args = plan.join(parts)
@@ -257,7 +295,7 @@ class Batcher:
         result = invoker.call_sync(invoker.func, *args)
         seconds = time.perf_counter() - start
         invoker.times.add(seconds)
-        return plan.split(result, sizes), seconds
+        return plan.split(result, sizes), seconds, None
 
     def _one_by_one(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
         # Requests that cannot be concatenated (shape_key did not tell them apart) still
@@ -270,7 +308,7 @@ class Batcher:
                 outcomes.extend(self.plan.split(invoker.call_sync(invoker.func, *args), [rows]))
             except Exception as exc:
                 outcomes.append(exc)
-        return outcomes, time.perf_counter() - start
+        return outcomes, time.perf_counter() - start, None
 
     async def _compute_async(self, parts: list[Sequence[Any]], sizes: list[int]) -> Computed:
         """Join, call and split on the loop (async models)."""
@@ -285,11 +323,11 @@ class Batcher:
                     outcomes.extend(plan.split(await self._invoker.func(*one), [rows]))
                 except Exception as exc:
                     outcomes.append(exc)
-            return outcomes, time.perf_counter() - start
+            return outcomes, time.perf_counter() - start, None
         start = time.perf_counter()
         result = await self._invoker.func(*args)
         seconds = time.perf_counter() - start
-        return plan.split(result, sizes), seconds
+        return plan.split(result, sizes), seconds, None
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -245,8 +245,10 @@ class Invoker:
         self._budget = inline_budget
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        #: Whether calls run on the loop (never for a model entered through a per-thread wrapper).
-        self.inlining = Inlining(inline_budget if enter is None else 0.0)
+        #: The budget under which calls may run on the loop (0 for a model entered through a wrapper).
+        self.inline_budget = inline_budget if enter is None else 0.0
+        #: Whether calls run on the loop.
+        self.inlining = Inlining(self.inline_budget)
 
     @property
     def inline(self) -> bool:

@@ -51,6 +51,8 @@ class ModelInvoker(Protocol):
     pool: Executor
     label: str
     enter: Enter | None
+    #: Calls (or batches) consistently cheaper than this may run on the event loop (0: never).
+    inline_budget: float
 
     @property
     def times(self) -> CallTimesView: ...
