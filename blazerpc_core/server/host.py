@@ -385,8 +385,10 @@ class ModelHost:
             await self._start_all([new for _, new in replacements])
             self.registry, self.entries = registry, entries
             self._publish(schema)
-            for old, _ in replacements:
+            for old, new in replacements:
                 old.state = ModelState.UNLOADING
+                if new.spec is old.spec and old.spec.factory is None and old.loaded is not None:
+                    old.loaded.close = None  # one function object serves both: it is not retired
                 self.retire_later(old)
             return [new for _, new in replacements]
 
