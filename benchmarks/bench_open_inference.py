@@ -8,7 +8,7 @@ load generator pinned to CPU 1 sends it ``PredictMatmul`` (``TensorProto``) and
 machine's drift hits both alike. Every answer is checked. The verdict is the median of
 the paired per-repeat ratios ModelInfer / native at c=64 (target >= 0.9x).
 
-    python -m benchmarks.bench_open_inference                 # 3 repeats of 10 s windows (about 90 s)
+    python -m benchmarks.bench_open_inference                 # 5 paired repeats of 10 s windows (about 2.5 min)
     python -m benchmarks.bench_open_inference --quick         # 1 repeat of 3 s windows
 
 Writes ``benchmarks/results/open_inference.json``. This module is also the server's
@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,12 @@ async def _load(target: str, protocol: str, concurrency: int, warmup: float, dur
 def _load_process(cpu: int | None, args: tuple[Any, ...], results: Any) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    results.put(asyncio.run(_load(*args)))
+    marks = args[-1]
+    try:
+        results.put(asyncio.run(_load(*args)))
+    except BaseException:
+        marks.put(traceback.format_exc())  # the parent waits on the marks: tell it why there are none
+        raise
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -175,9 +181,9 @@ def _window(target: str, protocol: str, concurrency: int, warmup: float, duratio
     process = ctx.Process(target=_load_process,
                           args=(1 if pin else None, (target, protocol, concurrency, warmup, duration, marks), results))
     process.start()
-    assert marks.get(timeout=120) == "start"
+    _expect(marks, "start")
     cpu0, busy0 = _cpu_seconds(server), _machine_busy_seconds()
-    assert marks.get(timeout=120) == "end"
+    _expect(marks, "end")
     cpu1, busy1 = _cpu_seconds(server), _machine_busy_seconds()
     row: dict[str, Any] = results.get(timeout=120)
     row["server_cpu"] = (cpu1 - cpu0) / duration
@@ -186,6 +192,12 @@ def _window(target: str, protocol: str, concurrency: int, warmup: float, duratio
     row["server_us_per_request"] = row["server_cpu"] * 1e6 / row["rps"] if row["rps"] else None
     process.join(30)
     return row
+
+
+def _expect(marks: Any, mark: str) -> None:
+    got = marks.get(timeout=300)
+    if got != mark:
+        raise RuntimeError(f"the load process failed before its {mark!r} mark:\n{got}")
 
 
 def _wait_ready(address: str, deadline: float) -> None:
@@ -207,7 +219,7 @@ def _wait_ready(address: str, deadline: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat of 3 s windows")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server to CPU 0 and load to CPU 1")
@@ -271,7 +283,7 @@ def _report(rows: list[dict[str, Any]], options: argparse.Namespace, repeats: in
         "median_server_us_per_request": cost,
         "open_inference_server_cost_vs_pytriton": cost["open-inference"] / PYTRITON_C64["server_us_per_request"],
         "pinned": pin, "repeats": repeats, "duration_s": duration, "warmup_s": warmup,
-        "command": "python -m benchmarks.bench_open_inference" + (" --quick" if options.quick else ""),
+        "command": " ".join(["python -m benchmarks.bench_open_inference", *sys.argv[1:]]),
     }
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
