@@ -211,10 +211,10 @@ class BlazeServer:
         if server is not None:
             server.stop_listening()
             server.goaway(graceful=True)
-            # Until a client has seen the first GOAWAY it may still open streams, which the
-            # server promised to serve: wait for every connection to end on its own (after its
-            # final GOAWAY and its last call), not only for the calls in flight right now.
-            await server.wait_connections_closed(grace)
+            # Until a client has seen the first GOAWAY it may still open calls, which the server
+            # promised to serve: wait for every final GOAWAY, after which every call that will
+            # ever arrive has, before waiting for the calls in flight.
+            await server.wait_final_goaways(grace)
         if not await self.gate.drained(max(0.0, deadline - asyncio.get_running_loop().time())):
             log.warning("grace period of %.1fs over with %d call(s) in flight; cancelling them",
                         grace, self.gate.inflight)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import socket
 import ssl as _ssl
@@ -504,6 +505,8 @@ class WireProtocol(H2Protocol):
             self._timers["handshake"] = loop.call_later(max(remaining, 0.0), self._handshake_expired)
         self.idle_since = loop.time()
         self._arm_idle()
+        if self.server.going_away:  # made after the server stopped listening
+            self.goaway(graceful=True)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -716,6 +719,10 @@ class WireServer(grpclib.server.Server):
         self.refused_connections = 0
         self.calmed_connections = 0
         self._tls = False
+        self._ssl: _ssl.SSLContext | None = None
+        #: Set by :meth:`stop_listening`: connections made from now on are told GOAWAY once made.
+        self.going_away = False
+        self._adopting: set[asyncio.Task[None]] = set()
         self._refusal_log = _Throttled()
         self._calm_log = _Throttled()
         self._releasing: set[asyncio.Task[None]] = set()
@@ -769,6 +776,7 @@ class WireServer(grpclib.server.Server):
         if self._server is not None:
             raise RuntimeError("Server is already started")
         self._tls = True
+        self._ssl = ssl
         timeout = self._tls_handshake_timeout()
         loop: Any = self._loop  # create_server's overloads split host/port from sock; grpclib ignores them too
         if path is not None:
@@ -799,9 +807,62 @@ class WireServer(grpclib.server.Server):
         return int(sockets[0].getsockname()[1]) if sockets else None
 
     def stop_listening(self) -> None:
-        """Accept no new connections; open ones and their calls carry on (unlike ``close()``)."""
-        if self._server is not None:
-            self._server.close()
+        """Accept no new connections; open ones and their calls carry on (unlike ``close()``).
+
+        Connections the kernel has already completed but the loop has not accepted yet would
+        be reset when the listening socket closes, and a proxy that has sent a call on one
+        cannot tell that it was never served (nginx then fails it): they are accepted
+        first, and served like the others. Connections made from now on (those, and TLS
+        ones still in their handshake) are told GOAWAY as soon as they are made.
+        """
+        listening: Any = self._server
+        if listening is None:
+            return
+        self.going_away = True
+        for sock in listening.sockets:
+            self._accept_pending(sock)
+        listening.close()
+
+    def _accept_pending(self, listening: Any) -> None:
+        try:
+            queue = socket.socket(fileno=os.dup(listening.fileno()))  # the same accept queue
+        except OSError:
+            return
+        with queue:
+            queue.setblocking(False)
+            while True:
+                try:
+                    conn, _ = queue.accept()
+                except OSError:  # BlockingIOError: the queue is empty
+                    return
+                conn.setblocking(False)
+                task = self._loop.create_task(self._adopt(conn))
+                self._adopting.add(task)
+                task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        """Serve a connection :meth:`stop_listening` accepted (told GOAWAY once made, as the server is going away)."""
+        try:
+            await self._loop.connect_accepted_socket(
+                self._protocol_factory, conn, ssl=self._ssl,
+                ssl_handshake_timeout=self._tls_handshake_timeout() if self._ssl is not None else None,
+            )
+        except Exception:  # the client went away, or its TLS handshake failed
+            conn.close()
+
+    async def wait_final_goaways(self, timeout: float) -> bool:
+        """After :meth:`goaway`: until every connection has sent its final GOAWAY (or closed).
+
+        From then on no new call can arrive, and (this yields to the loop once more) the
+        handlers of the last ones have started. False if ``timeout`` passed first.
+        """
+        deadline = self._loop.time() + timeout
+        while any(p.made and not p.closed and p.last_stream_id is None for p in self.connections):
+            if self._loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        return True
 
     def replace_routes(self, prefix: str, routes: dict[str, Any]) -> None:
         """Serve ``routes`` instead of every method path starting with ``prefix`` (``/pkg.Service/``).
