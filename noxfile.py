@@ -1,4 +1,4 @@
-"""Sessions: tests (core), one per framework plugin, lint, typecheck, bench.
+"""Sessions: tests (core), one per framework plugin, lint, typecheck, bench, bench-peers.
 
 ``nox`` with no arguments runs what CI runs. Each session installs what it needs into
 its own virtualenv, so a fresh machine needs only Python and nox.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["lint", "typecheck", "tests", "torch", "tf", "onnx", "otel"]
 nox.options.reuse_existing_virtualenvs = True
@@ -80,7 +81,39 @@ def otel(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite (not part of CI): writes benchmarks/results/*.json and prints tables."""
-    session.install("-q", "-e", ".[test]", "onnxruntime", "onnx")
-    session.install("-q", "-e", "plugins/blazerpc_onnx")
+    """The benchmark suite (not part of CI): benchmarks/results/*.json, *.png, summary.md; about 15 min.
+
+    ``nox -s bench -- --quick`` for short windows; ``-- --only matmul,add`` for some scenarios.
+    """
+    session.install("-q", "-e", ".[test]", "matplotlib")
     session.run("python", "-m", "benchmarks.run_all", *session.posargs)
+
+
+#: The peers' own virtualenvs (their pins clash with ours: protobuf < 7, uvloop 0.21), and what goes in each.
+PEERS = {
+    "pytriton": ["nvidia-pytriton", "numpy"],
+    "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0", "numpy"],
+}
+
+
+@nox.session(name="bench-peers")
+def bench_peers(session: nox.Session) -> None:
+    """Opt-in, not in CI: PyTriton and MLServer against blazerpc, same model and load, same run (about 12 min).
+
+    Each peer gets its own virtualenv (.nox/peer-NAME); one that cannot be installed is left out
+    and the results say why. Writes benchmarks/results/peers/.
+    """
+    session.install("-q", "-e", ".[test]", "matplotlib")
+    env = {}
+    for name, packages in PEERS.items():
+        venv = Path(".nox") / f"peer-{name}"
+        python = venv / "bin" / "python"
+        try:
+            if not python.exists():
+                session.run("python", "-m", "venv", str(venv))
+            session.run(str(python), "-m", "pip", "install", "-q", *packages, external=True)
+            env[f"BENCH_{name.upper()}_PYTHON"] = str(python.absolute())
+        except CommandFailed as exc:
+            session.warn(f"{name} left out: installing {' '.join(packages)} failed ({exc})")
+            env[f"BENCH_{name.upper()}_ERROR"] = f"pip install {' '.join(packages)} failed in {venv} ({exc})"
+    session.run("python", "-m", "benchmarks.run_all", "--peers", *session.posargs, env=env)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import numpy as np
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 if not __package__:  # run as a script: make the `benchmarks` package importable
@@ -39,6 +40,7 @@ if not __package__:  # run as a script: make the `benchmarks` package importable
 
 from benchmarks.loadgen import (
     METHODS,
+    TENSOR_METHODS,
     LoadConfig,
     LoadgenError,
     LoadResult,
@@ -207,18 +209,42 @@ class ServerProcess:
         self.stop()
 
 
-async def _probe_once(host: str, port: int, probe: Literal["add", "connect"]) -> None:
-    """One readiness check with grpclib (keeps the gRPC C core out of this process)."""
+Probe = Literal["add", "oip", "connect"]
+
+
+async def _probe_once(host: str, port: int, probe: Probe) -> None:
+    """One readiness check with grpclib (keeps the gRPC C core out of this process).
+
+    ``add``: a real ``PredictAdd(1, 2)`` answers 3; ``oip``: a real Open Inference Protocol
+    ``ModelInfer`` of ``classify`` answers ``x @ W`` (a server that says "ready" before its
+    model can answer does not count); ``connect``: the port accepts TCP.
+    """
     if probe == "connect":
         _, writer = await asyncio.open_connection(host, port)
         writer.close()
         await writer.wait_closed()
         return
-    from grpclib.client import Channel
+    from grpclib.client import Channel, UnaryUnaryMethod
 
-    stubs = load_stubs()
     channel = Channel(host, port)
     try:
+        if probe == "oip":
+            from benchmarks import model
+            from benchmarks.loadgen import oip_messages
+
+            pb = oip_messages()
+            x = model.request_rows(0, 1)[0]
+            call = UnaryUnaryMethod(channel, "/inference.GRPCInferenceService/ModelInfer", pb.ModelInferRequest,
+                                    pb.ModelInferResponse)
+            request = pb.ModelInferRequest(model_name="classify", raw_input_contents=[x.tobytes()],
+                                           inputs=[{"name": "x", "datatype": "FP32", "shape": [1, model.COLS]}])
+            answer = await asyncio.wait_for(call(request), 5.0)
+            got = np.frombuffer(answer.raw_output_contents[0], "<f4") if answer.raw_output_contents else \
+                np.asarray(answer.outputs[0].contents.fp32_contents, np.float32)
+            if not model.close_enough(got.reshape(1, -1), model.matmul(x)):
+                raise ServerStartError("probe ModelInfer(classify) answered something else than x @ W")
+            return
+        stubs = load_stubs()
         stub = stubs.grpclib.InferenceServiceStub(channel)
         reply = await asyncio.wait_for(stub.PredictAdd(stubs.pb2.AddRequest(a=1, b=2)), 2.0)
         if reply.result != 3:
@@ -230,10 +256,9 @@ async def _probe_once(host: str, port: int, probe: Literal["add", "connect"]) ->
 def wait_ready(
     server: ServerProcess,
     timeout: float = 60.0,
-    probe: Literal["add", "connect"] = "add",
+    probe: Probe = "add",
 ) -> float:
-    """Poll until the server answers a real PredictAdd call (or accepts TCP, with
-    ``probe="connect"``, for servers without PredictAdd); return seconds since spawn."""
+    """Poll until the server answers a real call (see _probe_once); return seconds since spawn."""
     t0 = server.started_at
     last: BaseException | None = None
     while time.monotonic() - t0 < timeout:
@@ -250,7 +275,7 @@ def wait_ready(
             ProtocolError,
         ) as exc:
             last = exc  # refused, reset, not serving yet: poll again
-        time.sleep(0.1)
+        time.sleep(0.02)  # ready times are judged to a tenth of a second
     raise ServerStartError(f"{server.name} not ready after {timeout}s (last error: {last!r}):\n{server.log_tail()}")
 
 
@@ -263,7 +288,7 @@ def start_server(
     pin: bool = True,
     server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
     ready_timeout: float = 60.0,
-    probe: Literal["add", "connect"] = "add",
+    probe: Probe = "add",
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     log_dir: Path = LOG_DIR,
@@ -392,7 +417,7 @@ def result_row(server: ServerProcess, res: LoadResult, server_cpu: float, machin
     return {
         "server": server.name,
         "scenario": cfg.scenario(),
-        "rows": cfg.rows if cfg.scenario() in ("classify", "slow") else None,
+        "rows": cfg.rows if cfg.scenario() in TENSOR_METHODS else None,
         "tokens": cfg.tokens if METHODS[cfg.scenario()][1] else None,
         "concurrency": cfg.concurrency,
         "processes": cfg.processes,
@@ -415,14 +440,16 @@ def result_row(server: ServerProcess, res: LoadResult, server_cpu: float, machin
 
 
 def median_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The repeat with the median throughput, carrying every repeat's rps.
+    """The repeat with the median throughput, carrying every repeat (in measuring order).
 
-    A real run (not averaged percentiles) keeps latency and rps consistent.
+    A real run (not averaged percentiles) keeps latency and rps consistent. ``repeats``
+    holds each repeat's flat row (without the raw ``result``), so ratios can be paired
+    repeat by repeat on any column (rps, p50_ms, server_us_per_op, ...).
     """
     ranked = sorted(rows, key=lambda r: r["rps"])
     row = dict(ranked[(len(ranked) - 1) // 2])
     row["rps_repeats"] = [r["rps"] for r in rows]
-    row["repeats"] = [r["result"] for r in rows]
+    row["repeats"] = [{k: v for k, v in r.items() if k not in ("result", "repeats")} for r in rows]
     return row
 
 
@@ -461,7 +488,7 @@ def run_comparison(
     server_cpus: Sequence[int] = DEFAULT_SERVER_CPUS,
     repeats: int = 1,
     ready_timeout: float = 60.0,
-    probe: Literal["add", "connect"] = "add",
+    probe: Probe = "add",
     env: dict[str, str] | None = None,
     verbose: bool = True,
 ) -> list[dict[str, Any]]:
@@ -630,9 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument(
         "--probe",
-        choices=["add", "connect"],
+        choices=["add", "oip", "connect"],
         default="add",
-        help="readiness: a real PredictAdd call (default) or a TCP connect",
+        help="readiness: a real PredictAdd call (default), a real ModelInfer of classify, or a TCP connect",
     )
     args = parser.parse_args(argv)
     server_cpus = parse_cpus(args.server_cpus) or list(DEFAULT_SERVER_CPUS)

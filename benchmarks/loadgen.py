@@ -37,15 +37,21 @@ import numpy as np
 if not __package__:  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import model
 from benchmarks.stubs import array_to_tensor, load_stubs
 
-# Short scenario name -> (rpc name, server-streaming?)
+# Short scenario name -> (rpc name, server-streaming?). ``oip-<model>`` sends the same rows as
+# ``<model>`` through the Open Inference Protocol (``ModelInfer``, raw bytes in raw_input_contents).
 METHODS: dict[str, tuple[str, bool]] = {
     "add": ("PredictAdd", False),
     "classify": ("PredictClassify", False),
     "slow": ("PredictSlow", False),
     "tokens": ("PredictTokens", True),
+    "oip-classify": ("ModelInfer", False),
+    "oip-slow": ("ModelInfer", False),
 }
+#: Methods whose requests are (rows, 512) float32 tensors answered with x @ W (benchmarks/model.py).
+TENSOR_METHODS = frozenset({"classify", "slow", "oip-classify", "oip-slow"})
 
 # Channel args: separate TCP connections per channel (the global subchannel
 # pool would otherwise share one), never a proxy, no message-size surprises.
@@ -74,12 +80,12 @@ class LoadConfig:
     """What to send, how hard, for how long."""
 
     target: str = "127.0.0.1:50051"
-    method: str = "add"  # add | classify | slow | tokens (or the PredictX rpc name)
+    method: str = "add"  # add | classify | slow | tokens | oip-classify | oip-slow (or the PredictX rpc name)
     concurrency: int = 16  # total in-flight calls across all processes
     duration: float = 5.0  # measured seconds
     warmup: float = 1.0  # unmeasured seconds before the window
     processes: int = 1
-    rows: int = 1  # tensor rows for classify/slow
+    rows: int = 1  # tensor rows for classify/slow (and their oip- forms)
     tokens: int = 32  # n for the streaming method
     channels: int = 0  # channels per process; 0 = ceil(in-flight / 16), at most 4
     timeout: float = 10.0  # per-call deadline in seconds
@@ -169,32 +175,48 @@ def build_requests(stubs: Any, cfg: LoadConfig, scenario: str, seed: int) -> lis
 
     Distinct inputs matter: a server that batches requests and splits the
     results back wrongly returns a neighbour's answer, which identical requests
-    would hide. Checkers compare bytes, cheap enough for every response
-    (x[:, :10] * 2 is exact in float32, so the expected bytes are exact too).
+    would hide. Tensor answers are compared with ``x @ W`` computed here (bytes
+    first, then within float32 summation-order tolerance).
     """
     pb2 = stubs.pb2
-    rng = np.random.default_rng(seed)
     out: list[tuple[Any, Checker]] = []
-    # Every tokens request is the same (n), and long streams make extra setup calls costly.
-    for k in range(1 if scenario == "tokens" else DISTINCT_REQUESTS):
-        if scenario == "add":
+    if scenario == "tokens":  # every tokens request is the same (n), and long streams make setup calls costly
+        return [(pb2.TokensRequest(n=cfg.tokens), _check_count(cfg.tokens))]
+    if scenario == "add":
+        for k in range(DISTINCT_REQUESTS):
             a, b = float(seed * DISTINCT_REQUESTS + k) + 0.5, 0.25
             out.append((pb2.AddRequest(a=a, b=b), _check_add(a + b)))
-        elif scenario in ("classify", "slow"):
-            cols = 512 if scenario == "classify" else 16
-            x = rng.standard_normal((cfg.rows, cols), dtype=np.float32)
-            req_cls = pb2.ClassifyRequest if scenario == "classify" else pb2.SlowRequest
-            if scenario == "classify":
-                want = (x[:, :10] * 2).astype("<f4")
-                check = _check_tensor([cfg.rows, 10], want.tobytes())
-            else:  # the contract fixes only the shape of Slow's answer
-                check = _check_tensor([cfg.rows, 16], None)
-            out.append((req_cls(x=array_to_tensor(pb2, x)), check))
-        elif scenario == "tokens":
-            out.append((pb2.TokensRequest(n=cfg.tokens), _check_count(cfg.tokens)))
+        return out
+    if scenario not in TENSOR_METHODS:
+        raise ValueError(scenario)
+    oip = scenario.startswith("oip-")
+    name = scenario.removeprefix("oip-")
+    for x in model.request_rows(seed, DISTINCT_REQUESTS, cfg.rows):
+        want = model.matmul(x)
+        if oip:
+            request = oip_messages().ModelInferRequest(
+                model_name=name,
+                inputs=[{"name": "x", "datatype": "FP32", "shape": list(x.shape)}],
+                raw_input_contents=[x.tobytes()],
+            )
+            out.append((request, _check_oip(want)))
         else:
-            raise ValueError(scenario)
+            req_cls = pb2.ClassifyRequest if name == "classify" else pb2.SlowRequest
+            out.append((req_cls(x=array_to_tensor(pb2, x)), _check_tensor(want)))
     return out
+
+
+def oip_messages() -> Any:
+    """The Open Inference Protocol's messages and grpcio stub (tritonclient's compiled ``service_pb2``)."""
+    from tritonclient.grpc import service_pb2
+
+    return service_pb2
+
+
+def _same(got: np.ndarray[Any, Any], want: np.ndarray[Any, Any], want_bytes: bytes) -> str | None:
+    if got.tobytes() == want_bytes or model.close_enough(got, want):
+        return None
+    return f"got {got.dtype}{list(got.shape)} differing from x @ W for this request"
 
 
 def _check_add(want: float) -> Checker:
@@ -204,16 +226,33 @@ def _check_add(want: float) -> Checker:
     return check
 
 
-def _check_tensor(shape: list[int], data: bytes | None) -> Checker:
-    nbytes = int(np.prod(shape)) * 4
+def _check_tensor(want: np.ndarray[Any, Any]) -> Checker:
+    want_bytes = want.astype("<f4").tobytes()
 
     def check(resp: Any) -> str | None:
         t = resp.result
-        if t.dtype != "float32" or list(t.shape) != shape or len(t.data) != nbytes:
-            return f"got {t.dtype}{list(t.shape)} with {len(t.data)} bytes, want float32{shape}"
-        if data is not None and t.data != data:
-            return "values differ from x[:, :10] * 2 for this request"
-        return None
+        if t.dtype != "float32" or len(t.data) != len(want_bytes):
+            return f"got {t.dtype}{list(t.shape)} with {len(t.data)} bytes, want float32{list(want.shape)}"
+        return _same(np.frombuffer(t.data, dtype="<f4").reshape(tuple(t.shape)), want, want_bytes)
+
+    return check
+
+
+def _check_oip(want: np.ndarray[Any, Any]) -> Checker:
+    """ModelInfer's first output: raw bytes (raw_output_contents) or typed contents, as servers choose."""
+    want_bytes = want.astype("<f4").tobytes()
+
+    def check(resp: Any) -> str | None:
+        if not resp.outputs:
+            return "ModelInfer answered no output"
+        shape = tuple(resp.outputs[0].shape)
+        if resp.raw_output_contents:
+            got = np.frombuffer(resp.raw_output_contents[0], dtype="<f4")
+        else:
+            got = np.asarray(resp.outputs[0].contents.fp32_contents, dtype=np.float32)
+        if got.size != want.size:
+            return f"ModelInfer answered {got.size} values of shape {list(shape)}, want {list(want.shape)}"
+        return _same(got.reshape(want.shape), want, want_bytes)
 
     return check
 
@@ -244,7 +283,12 @@ async def _worker_main(
     n_channels = max(1, min(n_channels, concurrency))
     channels = [grpc.aio.insecure_channel(cfg.target, options=CHANNEL_OPTIONS) for _ in range(n_channels)]
     try:
-        methods = [getattr(stubs.pb2_grpc.InferenceServiceStub(ch), rpc) for ch in channels]
+        if scenario.startswith("oip-"):
+            from tritonclient.grpc import service_pb2_grpc
+
+            methods = [service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer for ch in channels]
+        else:
+            methods = [getattr(stubs.pb2_grpc.InferenceServiceStub(ch), rpc) for ch in channels]
         for ch in channels:
             try:
                 await asyncio.wait_for(ch.channel_ready(), timeout=CONNECT_TIMEOUT_S)
@@ -541,7 +585,7 @@ def build_arg_parser(matrix: bool = False) -> argparse.ArgumentParser:
         default="16",
         help=f"total in-flight calls{lists}",
     )
-    p.add_argument("--rows", type=num, default="1", help=f"tensor rows, classify/slow{lists}")
+    p.add_argument("--rows", type=num, default="1", help=f"tensor rows, classify/slow/oip-*{lists}")
     p.add_argument("--duration", "-d", type=float, default=5.0, help="measured seconds")
     p.add_argument("--warmup", "-w", type=float, default=1.0, help="unmeasured seconds first")
     p.add_argument("--processes", "-p", type=int, default=1, help="client worker processes")
@@ -580,7 +624,7 @@ def matrix_configs(args: argparse.Namespace) -> list[LoadConfig]:
     """
     configs: list[LoadConfig] = []
     for method in args.method.split(","):
-        tensor = method in ("classify", "slow", "PredictClassify", "PredictSlow")
+        tensor = method in (*TENSOR_METHODS, "PredictClassify", "PredictSlow")
         for rows in args.rows if tensor else [1]:
             for conc in args.concurrency:
                 configs.append(config_from_args(args, method=method, rows=rows, concurrency=conc))

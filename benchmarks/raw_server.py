@@ -1,7 +1,7 @@
 """Hand-written grpclib server for the bench contract: the baseline blazerpc must beat.
 
-It does exactly the model work the blazerpc benchmark app does, with no
-framework layer in between, so any gap in the numbers is framework overhead.
+It does exactly the model work the blazerpc benchmark app does (``benchmarks/model.py``),
+with no framework layer in between, so any gap in the numbers is framework overhead.
 
     python benchmarks/raw_server.py --port 50051
 
@@ -16,7 +16,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,10 @@ from grpclib.server import Server
 if not __package__:  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import model
 from benchmarks.stubs import Stubs, array_to_tensor, load_stubs, tensor_to_array
 
 MAX_TOKENS = 1_000_000  # keeps a bad request from streaming forever
-
-
-def slow_work(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Imitate an accelerator call: blocks (GIL released) for 2 ms + 20 us/row."""
-    time.sleep(0.002 + 0.00002 * x.shape[0])
-    return x
 
 
 def make_servicer(stubs: Stubs, executor: ThreadPoolExecutor) -> Any:
@@ -58,7 +52,7 @@ def make_servicer(stubs: Stubs, executor: ThreadPoolExecutor) -> Any:
         return x
 
     class RawInferenceService(stubs.grpclib.InferenceServiceBase):  # type: ignore[misc,name-defined]
-        """All four rpcs; Slow runs in a thread pool so the loop keeps serving."""
+        """All four rpcs; Slow (the accelerator-like model) runs in a thread pool so the loop keeps serving."""
 
         async def PredictAdd(self, stream: Any) -> None:
             req = await stream.recv_message()
@@ -66,15 +60,15 @@ def make_servicer(stubs: Stubs, executor: ThreadPoolExecutor) -> Any:
 
         async def PredictClassify(self, stream: Any) -> None:
             req = await stream.recv_message()
-            x = _matrix(req.x, 512, "x")
-            out = (x[:, :10] * 2).astype(np.float32, copy=False)
+            x = _matrix(req.x, model.COLS, "x")
+            out = model.matmul(x)
             await stream.send_message(pb2.ClassifyResponse(result=array_to_tensor(pb2, out)))
 
         async def PredictSlow(self, stream: Any) -> None:
             req = await stream.recv_message()
-            x = _matrix(req.x, 16, "x")
+            x = _matrix(req.x, model.COLS, "x")
             loop = asyncio.get_running_loop()
-            out = await loop.run_in_executor(executor, slow_work, x)
+            out = await loop.run_in_executor(executor, model.accelerator, x)
             await stream.send_message(pb2.SlowResponse(result=array_to_tensor(pb2, out)))
 
         async def PredictTokens(self, stream: Any) -> None:

@@ -1,24 +1,27 @@
-"""Run the whole benchmark suite and print every target with PASS / MISS.
+"""Run the benchmark suite and print every target of issue 16 with PASS / MISS.
 
-    python -m benchmarks.run_all                  # full run, 10-15 minutes
-    python -m benchmarks.run_all --quick          # short windows, no repeats, under 4 minutes
-    python -m benchmarks.run_all --only 1,3,5     # some scenarios (8 = streaming)
+    python -m benchmarks.run_all                  # full run, about 15 minutes
+    python -m benchmarks.run_all --quick          # 2 s windows, one repeat, about 5 minutes
+    python -m benchmarks.run_all --only matmul,add
+    python -m benchmarks.run_all --peers --pytriton-python P --mlserver-python P   # nox -s bench-peers
 
-Scenarios (each against a baseline measured in the same run):
+Scenarios (each against baselines measured in the same run; see scenarios.py):
 
-1. unary add, c=1/16/64, blazerpc vs raw grpclib          target c=64 >= 0.85x req/s
-2. tensor (1,512)->(1,10), c=1/16/64, vs raw grpclib      target c=64 >= 0.8x req/s
-3. batched ``slow`` at c=64, batching on vs off           target >= 8x req/s, p99 bounded
-4. the same model at c=1, on vs off                       target p50 within 1.2x
-5. the batcher in process, no network                     target >= 50,000 rows/s
-6. ``--workers 2`` vs ``--workers 1`` (add, c=64)           reported, no target
-7. ONNX MLP via blazerpc-onnx vs bare InferenceSession   reported, no target
-8. streaming (benchmarks/bench_streaming.py)             its own targets
+matmul       x @ W, 1 row/request, c=1/4/16/64: raw, batched, unbatched   batched >= 0.95x raw and unbatched
+             >= 0.9x raw at c=64; batched >= unbatched at every c; p99/p50 <= 1.6 (c=64); c=1 p50 <= 1.1x raw
+defaults     the same with the CLI defaults (access log on), c=1 and 64  the same targets; the access log's cost
+add          scalar add, c=64, vs raw (tuned and defaults)              >= 0.95x raw
+accelerator  2 ms per call, calls cannot overlap, c=64                  batched >= 6x unbatched
+streaming    streams vs raw; time to first item vs a unary call        items/s >= 1.3x raw; TTFI <= 1.1x unary
+oip          Open Inference Protocol vs the native rpc, same model     >= 0.9x (bench_open_inference.py)
+footprint    idle RSS, spawn to first answer                           <= 60 MiB, <= 0.5 s
+client       blazerpc's client vs a bare grpclib call (bench_client.py) reported
 
 A scenario in which another process used >= 0.2 cores during a measured window
-("noisy") is run once more when the time budget allows, and the quieter attempt is
-kept (both are in its JSON). Results: ``benchmarks/results/<scenario>.json`` and
-``summary.json`` (``results/quick/`` with ``--quick``).
+("noisy") is run once more when the time budget allows, and the quieter attempt is kept
+(both are in its JSON). Writes ``results/<scenario>.json``, ``<scenario>.png`` for the
+sweeps, ``summary.json`` and ``summary.md`` (``results/quick/`` with ``--quick``,
+``results/peers/`` with ``--peers``).
 """
 
 from __future__ import annotations
@@ -39,92 +42,97 @@ from typing import Any
 if not __package__:  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_batcher, bench_onnx, bench_streaming, scenarios
-from benchmarks.harness import RESULTS_DIR, bench_lock, markdown_table, system_info, write_results
+from benchmarks import bench_open_inference, bench_streaming, peer_scenarios, scenarios
+from benchmarks.harness import REPO_ROOT, RESULTS_DIR, bench_lock, markdown_table, system_info, write_results
 from benchmarks.scenarios import Timing
-from benchmarks.suite import SERVER_ENV, Check, ScenarioResult, at_least, info
+from benchmarks.suite import SERVER_ENV, ScenarioResult, at_least, info
 
 
 @dataclass
 class RunPlan:
-    """Durations for one suite run (full or quick)."""
+    """Durations for one suite run (full or quick), and the peers' interpreters."""
 
     timing: Timing
-    stream_duration: float
-    stream_rounds: int
     budget_s: float  # a noisy scenario is rerun only if the whole run still fits in this
+    client_rounds: int
+    pytriton: str | None = None
+    mlserver: str | None = None
 
 
-FULL = RunPlan(Timing(duration=5.0, warmup=1.0, repeats=3, repeats_vs_raw=5), stream_duration=4.0, stream_rounds=3,
-               budget_s=15 * 60)
-QUICK = RunPlan(Timing(duration=2.0, warmup=0.5, repeats=1, repeats_vs_raw=1), stream_duration=2.5, stream_rounds=1,
-                budget_s=4 * 60)
-
-#: Seconds each scenario takes in a full run on an idle 2-core machine (quick: about a third),
-#: used to keep reruns of noisy scenarios from pushing the run past its budget.
-EXPECTED_S: dict[str, float] = {"1": 100, "2": 100, "3": 65, "4": 45, "5": 40, "6": 45, "7": 45, "8": 230}
+FULL = RunPlan(Timing(duration=5.0, warmup=1.0, repeats=3), budget_s=22 * 60, client_rounds=5)
+QUICK = RunPlan(Timing(duration=2.0, warmup=0.5, repeats=1), budget_s=6 * 60, client_rounds=1)
 
 
-# --------------------------------------------------------------------------- 5 and 8 as ScenarioResults
+# --------------------------------------------------------------------------- the other engineers' benchmarks
 
 
-def scenario_batcher(plan: RunPlan) -> ScenarioResult:
-    """Scenario 5: bench_batcher's cases, with the 50,000 rows/s target per case."""
+def scenario_oip(plan: RunPlan, out_dir: Path) -> ScenarioResult:
+    """bench_open_inference.py: ModelInfer vs the native rpc on one batched server, paired repeats at c=64."""
+    t = plan.timing
+    path = out_dir / "open_inference.json"
+    argv = ["--repeats", str(t.repeats), "--duration", str(t.duration), "--warmup", str(t.warmup),
+            "--output", str(path)]
+    bench_open_inference.main(argv)
+    doc = json.loads(path.read_text())
+    s = doc["summary"]
+    rows = [r | {"server": r["protocol"], "server_us_per_op": r.get("server_us_per_request")} for r in doc["rows"]]
+    native = s["median_rps"]["native"]
+    checks = [
+        at_least("oip", "c=64 ModelInfer req/s vs native rpc", s["median_rps"]["open-inference"], native, 0.9,
+                 unit="req/s", paired=s["c64_ratio_open_inference_over_native"],
+                 note=f"paired {[round(x, 2) for x in s['paired_ratios']]}; server us/request "
+                      f"{s['median_server_us_per_request']['open-inference']:.0f} vs "
+                      f"{s['median_server_us_per_request']['native']:.0f}"),
+        info("oip", "c=64 ModelInfer server CPU per request vs native",
+             s["median_server_us_per_request"]["open-inference"], s["median_server_us_per_request"]["native"],
+             unit="us", paired=s["c64_server_us_per_request_ratio"],
+             note=f"paired {[round(x, 2) for x in s['paired_cost_ratios']]}"),
+    ]
+    return ScenarioResult("oip", "Open Inference Protocol vs the native rpc (bench_open_inference.py)", rows, checks,
+                          {"argv": argv, "summary": s},
+                          columns=("protocol", "concurrency", "rps", "p50_ms", "p99_ms", "server_us_per_op",
+                                   "client_cpu", "other_cpu"))
+
+
+def scenario_client(plan: RunPlan, out_dir: Path) -> ScenarioResult:
+    """bench_client.py (a subprocess: it pins itself): the client's own cost per call over a bare grpclib call."""
+    argv = [sys.executable, "-m", "benchmarks.bench_client", "--rounds", str(plan.client_rounds), "--calls", "300"]
     with bench_lock():
-        rows = bench_batcher.run(plan.timing.duration, plan.timing.warmup)
-    checks: list[Check] = []
-    for submitters, per_req, max_batch in bench_batcher.CASES:
-        case = [r for r in rows if r["submitters"] == submitters and r["rows_per_request"] == per_req]
-        batched = next(r for r in case if r["mode"] == "batcher" and r["max_batch_size"] == (max_batch or 32))
-        direct = next(r for r in case if r["mode"] == "direct")
-        name = f"{submitters} x {per_req} row(s), max_batch_size {batched['max_batch_size']}"
-        note = (f"{batched['mean_rows_per_batch']:.1f} rows/batch, {batched['cpu_us_per_row']:.1f} us CPU/row at "
-                f"{batched['cpu_cores']:.2f} cores; wrong answers {batched['wrong_answers']}")
-        if max_batch is None:  # the server's defaults: judged
-            checks.append(at_least("5-batcher", f"{name}: rows/s", batched["rows_per_s"], None,
-                                   bench_batcher.TARGET_ROWS_PER_S, unit="rows/s", note=note))
-        else:
-            checks.append(info("5-batcher", f"{name}: rows/s (tuned, not judged)", batched["rows_per_s"], None,
-                               unit="rows/s", note=note))
-        checks.append(info(
-            "5-batcher", f"{name}: vs direct call per request", batched["rows_per_s"], direct["rows_per_s"],
-            unit="rows/s", note=f"direct: {direct['cpu_us_per_row']:.2f} us/row",
-        ))
-    for row in rows:
-        row["server"] = f"{row['mode']}-{row['submitters']}x{row['rows_per_request']}"
-    columns = ("mode", "submitters", "rows_per_request", "max_batch_size", "rows_per_s", "requests_per_s",
-               "mean_rows_per_batch", "cpu_cores", "cpu_us_per_row", "other_cpu", "wrong_answers")
-    return ScenarioResult("5-batcher", "the batcher in process (no network), sync model, pinned to CPU 0", rows,
-                          checks, {"cases": bench_batcher.CASES, "timing": plan.timing.__dict__}, columns=columns)
-
-
-def scenario_streaming(plan: RunPlan) -> ScenarioResult:
-    """Scenario 8: bench_streaming's entry point; its verdicts become checks."""
-    argv = ["--duration", str(plan.stream_duration), "--rounds", str(plan.stream_rounds)]
-    bench_streaming.main(argv)
-    doc = json.loads((RESULTS_DIR / "streaming.json").read_text())
+        subprocess.run(argv, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+    doc = json.loads((RESULTS_DIR / "client.json").read_text())
+    rows = [r | {"server": r["client"]} for r in doc["rows"]]
     checks = []
-    for name, verdict in doc["meta"]["verdicts"].items():
-        if not isinstance(verdict, dict):
+    for row in rows:
+        if row["client"] == "raw":
             continue
-        r = verdict["ratio"]
-        met = verdict.get("met") if "target" in verdict else None
-        checks.append(Check("8-streaming", name, r, None, r, verdict.get("target", "-"), met))
-    return ScenarioResult("8-streaming", "server streaming vs raw grpclib (bench_streaming.py)", doc["runs"], checks,
-                          {"argv": argv, "tokens": doc["meta"].get("tokens")}, columns=bench_streaming.COLUMNS)
+        checks.append(info("client", f"{row['payload']}, {row['concurrency']} in flight: {row['client']} client vs "
+                                     "bare grpclib, wall per call", row["us_per_call"], None, unit="us",
+                           paired=row["ratio"],
+                           note=f"client CPU {row['client_cpu_us_per_call']} us/call, "
+                                f"{row['extra_cpu_us_per_call']:+} us over the bare call"))
+    return ScenarioResult("client", "blazerpc's client vs a bare grpclib stub call (bench_client.py)", rows, checks,
+                          {"argv": argv[1:]}, columns=("payload", "concurrency", "client", "us_per_call", "ratio",
+                                                       "client_cpu_us_per_call", "extra_cpu_us_per_call"))
 
 
-Runner = Callable[[RunPlan], ScenarioResult]
+Runner = Callable[[RunPlan, Path], ScenarioResult]
 SCENARIOS: dict[str, Runner] = {
-    "1": lambda p: scenarios.scenario_add(p.timing),
-    "2": lambda p: scenarios.scenario_tensor(p.timing),
-    "3": lambda p: scenarios.scenario_batch64(p.timing),
-    "4": lambda p: scenarios.scenario_batch1(p.timing),
-    "5": scenario_batcher,
-    "6": lambda p: scenarios.scenario_workers(p.timing),
-    "7": lambda p: bench_onnx.run(p.timing),
-    "8": scenario_streaming,
+    "matmul": lambda p, _: scenarios.scenario_matmul(p.timing),
+    "defaults": lambda p, _: scenarios.scenario_defaults(p.timing),
+    "add": lambda p, _: scenarios.scenario_add(p.timing),
+    "accelerator": lambda p, _: scenarios.scenario_accelerator(p.timing),
+    "streaming": lambda p, _: bench_streaming.run(p.timing),
+    "oip": scenario_oip,
+    "footprint": lambda p, _: scenarios.scenario_footprint(p.timing),
+    "client": scenario_client,
 }
+PEER_SCENARIOS: dict[str, Runner] = {
+    "peers": lambda p, _: peer_scenarios.scenario_peers(p.timing, p.pytriton, p.mlserver),
+    "peers-accelerator": lambda p, _: peer_scenarios.scenario_peers_accelerator(p.timing, p.pytriton, p.mlserver),
+}
+#: Seconds each scenario takes in a full run (quick: about a third), to keep reruns within the budget.
+EXPECTED_S: dict[str, float] = {"matmul": 290, "defaults": 200, "add": 75, "accelerator": 50, "streaming": 170,
+                                "oip": 75, "footprint": 15, "client": 40, "peers": 480, "peers-accelerator": 140}
 
 
 # --------------------------------------------------------------------------- reporting
@@ -146,9 +154,10 @@ def summary_table(results: list[ScenarioResult]) -> str:
     for res in results:
         for c in res.checks:
             ratio = "-" if c.ratio is None else f"{c.ratio:.3f}x" if c.ratio >= 0.1 else f"{c.ratio:.2g}x"
+            verdict = f"**{c.verdict}**" if c.met is not None else c.verdict
             lines.append(
                 f"| {c.scenario} | {c.name} | {_num(c.value, c.unit)} | {_num(c.baseline, c.unit)} | {ratio} | "
-                f"{c.target} | **{c.verdict}** | {res.max_other_cpu():.2f} | {c.note} |"
+                f"{c.target} | {verdict} | {res.max_other_cpu():.2f} | {c.note} |"
             )
     return "\n".join(lines)
 
@@ -171,24 +180,20 @@ def machine_description() -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 
 
-def run_scenario(key: str, plan: RunPlan, started: float, rerun_noisy: bool, still_to_run: float) -> ScenarioResult:
-    """Run one scenario; if it was noisy and time allows, once more, keeping the quieter attempt.
-
-    ``still_to_run`` is the expected duration of the scenarios after this one, so a
-    rerun never eats the time they need.
-    """
+def run_scenario(key: str, runner: Runner, plan: RunPlan, out_dir: Path, started: float, rerun_noisy: bool,
+                 still_to_run: float) -> ScenarioResult:
+    """Run one scenario; if it was noisy and time allows, once more, keeping the quieter attempt."""
     t0 = time.monotonic()
-    first = SCENARIOS[key](plan)
+    first = runner(plan, out_dir)
     took = time.monotonic() - t0
     attempts = [first]
     elapsed = time.monotonic() - started
     if first.noisy() and rerun_noisy:
         if elapsed + took + still_to_run <= plan.budget_s:
-            print(f"## scenario {key} was noisy (max other_cpu {first.max_other_cpu():.2f}); running it once more",
-                  flush=True)
-            attempts.append(SCENARIOS[key](plan))
+            print(f"## {key} was noisy (max other_cpu {first.max_other_cpu():.2f}); running it once more", flush=True)
+            attempts.append(runner(plan, out_dir))
         else:
-            print(f"## scenario {key} was noisy, but a rerun ({took:.0f}s) would pass the time budget", flush=True)
+            print(f"## {key} was noisy, but a rerun ({took:.0f}s) would pass the time budget", flush=True)
     best = min(attempts, key=lambda r: r.max_other_cpu())
     best.meta["attempts"] = [
         {"max_other_cpu": round(a.max_other_cpu(), 3), "kept": a is best,
@@ -202,64 +207,97 @@ def run_scenario(key: str, plan: RunPlan, started: float, rerun_noisy: bool, sti
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exits non-zero only when a scenario failed to run or calls failed."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="2 s windows, no repeats, no reruns (< 4 min)")
-    parser.add_argument("--only", default="", help="comma list of scenario numbers, e.g. 1,3 (8 = streaming)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2 s windows, one repeat, no reruns")
+    parser.add_argument("--only", default="", help=f"comma list of scenarios: {', '.join(SCENARIOS)}")
+    parser.add_argument("--peers", action="store_true", help="run the peer scenarios instead (opt-in)")
+    parser.add_argument("--pytriton-python", default=os.environ.get("BENCH_PYTRITON_PYTHON"),
+                        help="python of PyTriton's virtualenv (env BENCH_PYTRITON_PYTHON)")
+    parser.add_argument("--mlserver-python", default=os.environ.get("BENCH_MLSERVER_PYTHON"),
+                        help="python of MLServer's virtualenv (env BENCH_MLSERVER_PYTHON)")
     parser.add_argument("--no-rerun", action="store_true", help="never rerun a noisy scenario")
-    parser.add_argument("--results-dir", type=Path, default=None, help="default results/ (results/quick/ if --quick)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib needed)")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="default results/ (results/quick/ with --quick, results/peers/ with --peers)")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(SCENARIOS)
-    unknown = [k for k in keys if k not in SCENARIOS]
+    base = QUICK if args.quick else FULL
+    plan = RunPlan(base.timing, base.budget_s, base.client_rounds, args.pytriton_python, args.mlserver_python)
+    table = PEER_SCENARIOS if args.peers else SCENARIOS
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(table)
+    unknown = [k for k in keys if k not in table]
     if unknown:
-        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
-    out_dir = args.results_dir or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
-    for name, value in SERVER_ENV.items():  # bench_streaming's servers inherit this
+        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(table)}")
+    out_dir = args.results_dir or RESULTS_DIR / ("peers" if args.peers else "") / ("quick" if args.quick else "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, value in SERVER_ENV.items():
         os.environ.setdefault(name, value)
 
     command = "python -m benchmarks.run_all " + shlex.join(sys.argv[1:] if argv is None else argv)
     machine = machine_description()
-    print(f"# {command.strip()}\n# {machine['cpu_model']}, nproc={machine['nproc']}, load {machine['loadavg']}",
-          flush=True)
+    scale = 0.4 if args.quick else 1.0
+    expected = scale * sum(EXPECTED_S[k] for k in keys)
+    print(f"# {command.strip()}\n# {machine['cpu_model']}, nproc={machine['nproc']}, load {machine['loadavg']}\n"
+          f"# {len(keys)} scenarios, about {expected / 60:.0f} min on a quiet machine", flush=True)
     started = time.monotonic()
     results: list[ScenarioResult] = []
     failed: dict[str, str] = {}
-    scale = 1.0 if plan is FULL else 0.35
+    plots: list[str] = []
     for i, key in enumerate(keys):
-        print(f"\n## scenario {key}", flush=True)
-        still_to_run = scale * sum(EXPECTED_S[k] for k in keys[i + 1 :])
+        print(f"\n## [{i + 1}/{len(keys)}] {key} (about {scale * EXPECTED_S[key]:.0f} s; "
+              f"{(time.monotonic() - started) / 60:.1f} min so far)", flush=True)
+        still_to_run = scale * sum(EXPECTED_S[k] for k in keys[i + 1:])
         try:
-            res = run_scenario(key, plan, started, not (args.quick or args.no_rerun), still_to_run)
+            res = run_scenario(key, table[key], plan, out_dir, started, not (args.quick or args.no_rerun),
+                               still_to_run)
         except Exception:
             failed[key] = traceback.format_exc()
-            print(f"## scenario {key} FAILED\n{failed[key]}", file=sys.stderr, flush=True)
+            print(f"## {key} FAILED\n{failed[key]}", file=sys.stderr, flush=True)
             continue
         results.append(res)
         write_results(res.key, res.rows, meta=res.to_dict() | {"rows": None}, results_dir=out_dir)
-        print(f"\n### {res.key}: {res.title}\n")
-        print(markdown_table(res.rows, res.columns))
+        if not args.no_plots:
+            try:
+                from benchmarks.plots import draw
+
+                drawn = draw(res.key, res.title, res.rows, out_dir, time.strftime("%Y-%m-%d"))
+                plots += [str(p.relative_to(REPO_ROOT)) for p in drawn]
+            except ImportError as exc:
+                print(f"## no plot for {key}: {exc} (install matplotlib, or pass --no-plots)", flush=True)
+        verdicts = [c.verdict for c in res.checks if c.met is not None]
+        print(f"## {key} done in {res.meta['seconds']:.0f} s: {verdicts.count('PASS')} PASS, "
+              f"{verdicts.count('MISS')} MISS, max other_cpu {res.max_other_cpu():.2f}", flush=True)
+        for c in res.checks:
+            if c.met is not None:
+                shown = f"{c.ratio:.3f}x" if c.ratio is not None else f"{c.value:.3g} {c.unit}"
+                print(f"   {c.verdict:<4} {c.name}: {shown} (target {c.target})", flush=True)
     elapsed = time.monotonic() - started
 
-    table = summary_table(results)
+    summary = summary_table(results)
     doc = {
         "command": command.strip(),
         "elapsed_s": round(elapsed, 1),
         "machine": machine,
         "failed": failed,
+        "plots": plots,
         "checks": [c for r in results for c in r.to_dict()["checks"]],
         "noisy": {r.key: round(r.max_other_cpu(), 3) for r in results},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "summary.md").write_text(table + "\n")
+    header = (f"Command: `{command.strip()}` ({elapsed / 60:.1f} min, {machine['timestamp']}); machine: "
+              f"{machine['cpu_model']}, nproc {machine['nproc']}, load average at start {machine['loadavg']}.\n\n")
+    (out_dir / "summary.md").write_text(header + summary + "\n")
+    for res in results:
+        print(f"\n### {res.key}: {res.title}\n")
+        print(markdown_table(res.rows, res.columns))
     print(f"\n## summary ({elapsed / 60:.1f} min)\n")
-    print(table)
+    print(summary)
     misses = [f"{c.scenario} {c.name}" for r in results for c in r.checks if c.met is False]
     print(f"\nmissed: {', '.join(misses) or 'none'}")
     if failed:
         print(f"failed to run: {', '.join(failed)}")
-    print(f"wrote {out_dir / 'summary.json'}")
-    errors = sum(int(row.get("errors") or 0) for r in results for row in r.rows)
+    print(f"wrote {out_dir / 'summary.json'}, {out_dir / 'summary.md'}" + (f", {', '.join(plots)}" if plots else ""))
+    errors = sum(int(row.get("errors") or 0) for r in results for row in r.rows if isinstance(row.get("errors"), int))
     return 1 if failed or errors else 0
 
 

@@ -40,12 +40,17 @@ GEN_DIR_ENV = "BLAZERPC_BENCH_GEN_DIR"
 
 @dataclass(frozen=True)
 class Stubs:
-    """The three generated modules; message classes live in ``pb2``."""
+    """The generated modules; message classes live in ``pb2``."""
 
     gen_dir: Path
     pb2: ModuleType  # messages (bench_pb2)
-    pb2_grpc: ModuleType  # grpcio client/servicer (bench_pb2_grpc)
     grpclib: ModuleType  # grpclib base class and stub (bench_grpc)
+
+    @property
+    def pb2_grpc(self) -> ModuleType:
+        """grpcio client/servicer (bench_pb2_grpc), imported on first use: the raw server never
+        loads grpcio, so its memory is grpclib's alone."""
+        return importlib.import_module("bench_pb2_grpc")
 
 
 def _cache_key() -> str:
@@ -132,7 +137,6 @@ def load_stubs(gen_dir: Path | None = None) -> Stubs:
     return Stubs(
         gen_dir=directory,
         pb2=importlib.import_module("bench_pb2"),
-        pb2_grpc=importlib.import_module("bench_pb2_grpc"),
         grpclib=importlib.import_module("bench_grpc"),
     )
 

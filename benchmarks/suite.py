@@ -30,10 +30,14 @@ from benchmarks.loadgen import LoadConfig, run_load
 SERVER_ENV: dict[str, str] = {}
 
 
-def blazerpc_cmd(target: str, *flags: str) -> str:
-    """A ``blazerpc serve`` command line for the harness (``{python}``/``{port}`` expanded there)."""
-    extra = " ".join(flags)
-    return f"{{python}} -m blazerpc_core.cli serve {target} --port {{port}} --log-level WARNING {extra}".strip()
+def blazerpc_cmd(target: str, *flags: str, defaults: bool = False) -> str:
+    """A ``blazerpc serve`` command line for the harness (``{python}``/``{port}`` expanded there).
+
+    Tuned for measuring (the default here): ``--log-level WARNING``, no access log line per call.
+    ``defaults``: what a user runs, the command line's defaults (``--log-level INFO``).
+    """
+    extra = " ".join(flags if defaults else ("--log-level", "WARNING", *flags))
+    return f"{{python}} -m blazerpc_core.cli serve {target} --port {{port}} {extra}".strip()
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -169,6 +173,13 @@ def info(
     return Check(scenario, name, value, baseline, r, "-", None, unit, note)
 
 
+def median(values: Sequence[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def paired_ratio(ours: dict[str, Any], base: dict[str, Any], key: str = "rps") -> tuple[float | None, list[float]]:
     """Median over repeats of ours[i] / base[i], and the per-repeat ratios.
 
@@ -182,13 +193,60 @@ def paired_ratio(ours: dict[str, Any], base: dict[str, Any], key: str = "rps") -
     if not a or not b or len(a) != len(b):
         r = ratio(ours.get(key), base.get(key))
         return r, [] if r is None else [r]
-    pairs = [x[key] / y[key] for x, y in zip(a, b, strict=True) if y.get(key)]
+    pairs = [x[key] / y[key] for x, y in zip(a, b, strict=True) if y.get(key) and x.get(key) is not None]
     if not pairs:
         return None, []
-    pairs.sort()
-    mid = len(pairs) // 2
-    median = pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
-    return median, pairs
+    return median(pairs), sorted(pairs)
+
+
+def per_repeat(row: dict[str, Any], fn: Any) -> tuple[float, list[float]]:
+    """Median over a row's repeats of ``fn(repeat)`` (e.g. p99 / p50), and every value."""
+    repeats = row.get("repeats") or [row]
+    values = [float(fn(r)) for r in repeats]
+    return median(values), values
+
+
+def client_bound(*rows: dict[str, Any]) -> bool:
+    """True when the load generator, not the server, was the limit of any of these rows.
+
+    Saturated (``limit`` says client), or the busier side at >= 0.75 of its core: on a shared
+    machine neither side may reach the 90 % mark, and then the busier one is the limit.
+    """
+    def busier_client(row: dict[str, Any]) -> bool:
+        client, server = float(row.get("client_cpu") or 0), float(row.get("server_cpu") or 0)
+        return client >= 0.75 and client > server
+
+    return any("client" in str(r.get("limit", "")) or busier_client(r) for r in rows)
+
+
+def throughput_check(
+    scenario: str,
+    name: str,
+    ours: dict[str, Any],
+    base: dict[str, Any],
+    target: float,
+    *,
+    key: str = "rps",
+    unit: str = "req/s",
+    note: str = "",
+) -> Check:
+    """``ours`` >= ``target`` x ``base`` in throughput, as a paired ratio of the same run.
+
+    When either side was client-bound its throughput measures the load generator, so the
+    verdict then uses server capacity instead: the paired ratio of server CPU per
+    request, base / ours (what each server would serve on its core). Both are in the note.
+    """
+    paired, each = paired_ratio(ours, base, key)
+    cost, _ = paired_ratio(base, ours, "server_us_per_op")
+    parts = [f"paired {[round(x, 2) for x in each]}",
+             f"server us/op {ours.get('server_us_per_op')} vs {base.get('server_us_per_op')} "
+             f"(capacity ratio {cost:.2f}x)" if cost else "",
+             f"limit {ours.get('limit')} / {base.get('limit')}"]
+    if client_bound(ours, base) and cost is not None:
+        parts.insert(0, "client-bound: judged on server CPU per op")
+        paired = cost
+    text = "; ".join(p for p in (*parts, note) if p)
+    return at_least(scenario, name, float(ours[key]), float(base[key]), target, unit=unit, note=text, paired=paired)
 
 
 # --------------------------------------------------------------------------- rows

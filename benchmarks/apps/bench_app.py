@@ -1,15 +1,21 @@
-"""The app the unary and batching benchmarks serve: the bench contract's add, classify and slow.
+"""The blazerpc app of the suite: the bench contract's ``add``, ``classify`` and ``slow``, batched.
+
+``classify`` is the issue's model (``x @ W``, one (1, 512) float32 row per request) and
+``slow`` the accelerator-like one (2 ms per call whatever the batch, calls cannot
+overlap); both batch at most 32 rows. ``apps/unbatched_app.py`` serves the same functions
+with batching off.
 
     blazerpc serve benchmarks/apps/bench_app.py --port 50051
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from benchmarks import model
 from blazerpc_core import BlazeApp, TensorInput, TensorOutput
+
+MAX_BATCH = 32
 
 app = BlazeApp()
 
@@ -19,13 +25,12 @@ def add(a: float, b: float) -> float:
     return a + b
 
 
-@app.model("classify")
-def classify(x: TensorInput[np.float32, None, 512]) -> TensorOutput[np.float32, None, 10]:
-    return x[:, :10] * 2
+@app.model("classify", max_batch_size=MAX_BATCH)
+def classify(x: TensorInput[np.float32, "batch", 512]) -> TensorOutput[np.float32, "batch", 10]:
+    return model.matmul(x)
 
 
-@app.model("slow")
-def slow(x: TensorInput[np.float32, "batch", 16]) -> TensorOutput[np.float32, "batch", 16]:
-    """Imitates an accelerator: 2 ms per call plus 0.02 ms per row, with the GIL released."""
-    time.sleep(0.002 + 0.00002 * len(x))
-    return x
+@app.model("slow", max_batch_size=MAX_BATCH)
+def slow(x: TensorInput[np.float32, "batch", 512]) -> TensorOutput[np.float32, "batch", 10]:
+    """Holds the one device for 2 ms per call, whatever the batch size."""
+    return model.accelerator(x)
