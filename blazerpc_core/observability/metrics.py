@@ -150,6 +150,9 @@ class BatchMetrics:
     def batch_dispatched(self, spec: ModelSpec, rows: int, requests: int) -> None:
         self._for(spec)[0].observe(rows)
 
+    def batch_finished(self, spec: ModelSpec, rows: int, requests: int, seconds: float) -> None:
+        return None
+
     def queue_wait(self, spec: ModelSpec, seconds: float) -> None:
         self._for(spec)[1].observe(seconds)
 

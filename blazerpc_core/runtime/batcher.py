@@ -239,6 +239,7 @@ class Batcher:
         self.running -= 1
         self.inflight.remove(entry)
         outcomes: Sequence[Any]
+        seconds = time.monotonic() - entry[0]
         if future.cancelled():
             outcomes = [Unavailable(f"model {self.label} stopped before this batch finished")] * len(batch)
         elif (error := future.exception()) is not None:
@@ -251,6 +252,7 @@ class Batcher:
                 self.rule.observe(entry[1], seconds)
             except Exception:
                 log.exception("dispatch rule of model %s failed to observe a batch", self.label)
+        self._events.batch_finished(self.spec, entry[1], len(batch), seconds)
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item.future, outcome)
         self._wake()

@@ -14,6 +14,9 @@ class BatchObserver(Protocol):
     def batch_dispatched(self, spec: ModelSpec, rows: int, requests: int) -> None:
         """A batch of ``rows`` rows from ``requests`` requests went to the model."""
 
+    def batch_finished(self, spec: ModelSpec, rows: int, requests: int, seconds: float) -> None:
+        """That batch ended (answered or failed); the model call took ``seconds``."""
+
     def queue_wait(self, spec: ModelSpec, seconds: float) -> None:
         """One request waited ``seconds`` in the queue before its batch started."""
 
@@ -33,6 +36,10 @@ class BatchEvents:
     def batch_dispatched(self, spec: ModelSpec, rows: int, requests: int) -> None:
         for observer in self._observers:
             observer.batch_dispatched(spec, rows, requests)
+
+    def batch_finished(self, spec: ModelSpec, rows: int, requests: int, seconds: float) -> None:
+        for observer in self._observers:
+            observer.batch_finished(spec, rows, requests, seconds)
 
     def queue_wait(self, spec: ModelSpec, seconds: float) -> None:
         for observer in self._observers:

@@ -48,6 +48,9 @@ class BatchRecorder:
             self.dispatched.append((spec.name, rows, requests))
             self._cond.notify_all()
 
+    def batch_finished(self, spec: Any, rows: int, requests: int, seconds: float) -> None:
+        return None
+
     def queue_wait(self, spec: Any, seconds: float) -> None:
         with self._cond:
             self.waits.append((spec.name, seconds))

@@ -11,15 +11,13 @@ runner) and a batch-event observer feed one :class:`ModelStats` per model versio
   (native calls decode in the wire layer, so they count with 0 ns);
 * ``compute_infer``: the model call; every request of a batch is charged the batch's time,
   as Triton does;
-* ``batch_stats``: executions per batch size (rows) and their model time. A batch's time
-  runs from its dispatch to its first answer; when a model runs several batches at once
-  (``max_concurrent_batches`` > 1) that pairing is the nearest, not necessarily exact.
+* ``batch_stats``: executions per batch size (rows) and their model time, as the batcher
+  reports them (``batch_finished``).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from blazerpc_core.defaults.open_inference.tensor_form import Forms
@@ -29,10 +27,6 @@ from blazerpc_core.spec import Streaming
 if TYPE_CHECKING:
     from blazerpc_core.call import CallContext, CallNext
     from blazerpc_core.spec import ModelSpec
-
-#: Open batches remembered per model, waiting for their first answer (bounded against leaks).
-_OPEN_BATCHES = 64
-
 
 class Duration:
     """A count and a total in nanoseconds."""
@@ -67,24 +61,15 @@ class ModelStats:
         self.compute_output = Duration()
         #: Batch size → (executions, model time of those executions).
         self.batches: dict[int, Duration] = {}
-        #: Batches dispatched and not yet answered: (dispatch time, rows, requests).
-        self.open: deque[tuple[float, int, int]] = deque(maxlen=_OPEN_BATCHES)
 
     def executed(self, rows: int, requests: int, seconds: float) -> None:
         """One model call of ``rows`` rows for ``requests`` requests took ``seconds``."""
+        self.execution_count += 1
         batch = self.batches.get(rows)
         if batch is None:
             batch = self.batches[rows] = Duration()
         batch.add(1, seconds)
         self.compute_infer.add(requests, seconds * requests)
-
-    def close_batch(self, started: float, now: float) -> None:
-        """A request that arrived at ``started`` got its answer: the oldest batch dispatched since then is done."""
-        for index, (dispatched, rows, requests) in enumerate(self.open):
-            if dispatched >= started:
-                del self.open[index]
-                self.executed(rows, requests, now - dispatched)
-                return
 
     def message(self, name: str, version: str) -> dict[str, Any]:
         """``ModelStatistics`` constructor arguments."""
@@ -128,29 +113,19 @@ class Statistics:
     # -- the middleware -------------------------------------------------------------------
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
-        stats = self._for(ctx.model)
         ctx.on_done.append(self._finished)
-        if ctx.model.streaming is not Streaming.UNARY:
-            return await call_next(ctx)
         entry = getattr(ctx, "entry", None)
-        batched = entry is not None and self.forms.of(entry.model).batched
+        if ctx.model.streaming is not Streaming.UNARY or entry is None or self.forms.of(entry.model).batched:
+            return await call_next(ctx)  # streams count in _finished, batches in batch_finished
         start = time.perf_counter()
         try:
             result = await call_next(ctx)
         except BlazeError:
             raise  # refused, timed out or failed before the model: no execution to count
         except Exception:
-            if batched:
-                stats.close_batch(_monotonic(start), time.monotonic())
-            else:
-                stats.execution_count += 1
-                stats.executed(1, 1, time.perf_counter() - start)
+            self._for(ctx.model).executed(1, 1, time.perf_counter() - start)
             raise
-        if batched:
-            stats.close_batch(_monotonic(start), time.monotonic())
-        else:
-            stats.execution_count += 1
-            stats.executed(1, 1, time.perf_counter() - start)
+        self._for(ctx.model).executed(1, 1, time.perf_counter() - start)
         return result
 
     def _finished(self, ctx: CallContext) -> None:
@@ -175,7 +150,6 @@ class Statistics:
         stats.compute_input.count += 1
         stats.compute_output.count += 1
         if ctx.model.streaming is not Streaming.UNARY:
-            stats.execution_count += 1
             stats.executed(1, 1, elapsed)
 
     def add_io(self, spec: ModelSpec, decode_seconds: float, encode_seconds: float) -> None:
@@ -188,17 +162,13 @@ class Statistics:
     # -- the batch observer ---------------------------------------------------------------
 
     def batch_dispatched(self, spec: ModelSpec, rows: int, requests: int) -> None:
-        stats = self._for(spec)
-        stats.execution_count += 1
-        stats.open.append((time.monotonic(), rows, requests))
+        return None
+
+    def batch_finished(self, spec: ModelSpec, rows: int, requests: int, seconds: float) -> None:
+        self._for(spec).executed(rows, requests, seconds)
 
     def queue_wait(self, spec: ModelSpec, seconds: float) -> None:
         self._for(spec).queue.add(1, seconds)
 
     def queue_depth(self, spec: ModelSpec, rows: int) -> None:
         return None
-
-
-def _monotonic(perf_start: float) -> float:
-    """``time.monotonic()`` at the moment ``time.perf_counter()`` read ``perf_start``."""
-    return time.monotonic() - (time.perf_counter() - perf_start)
