@@ -102,5 +102,7 @@ def test_a_replica_killed_mid_call_fails_only_the_calls_it_held(workdir, stubs, 
         assert {o.code for o in failed} <= {"UNAVAILABLE"}, report.summary()
         # 200 calls/s of 100 ms, a third of them on the victim: about 7 were running there.
         assert len(failed) <= 15, report.summary()
-        assert all(killed - 0.3 < o.sent_at < killed + 0.1 for o in failed), report.summary()
+        # Only calls sent just before the kill (running there) or at it (nginx had not yet seen
+        # its connections close) fail; nginx sends every later call to the other replicas.
+        assert all(killed - 0.3 < o.sent_at < killed + 0.5 for o in failed), report.summary()
         assert set(report.by_replica()) == {"r1.1", "r2.1", "r3.1"}

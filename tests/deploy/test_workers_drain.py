@@ -17,15 +17,22 @@ def test_sigterm_to_the_supervisor_finishes_every_call_in_flight_on_every_worker
     args = ("--workers", "2", "--drain-delay", "1", "--grace-period", "10")
     with serve_cli(APP, *args, env={"DEPLOY_TEST_REPLICA": "w"}) as server:
         # One connection per channel (no shared subchannels); the kernel spreads connections
-        # over the workers (SO_REUSEPORT), so open them until both workers have some.
-        channels, pids = [], []
-        while len(set(pids)) < 2 or len(channels) < 6:
-            assert len(channels) < 40, f"every connection went to one worker: {pids}"
+        # over the workers (SO_REUSEPORT) once both listen, so open them until each has three.
+        by_worker: dict[int, list] = {}
+        deadline = time.monotonic() + 60
+        while len(by_worker) < 2 or min(len(c) for c in by_worker.values()) < 3:
+            assert time.monotonic() < deadline, f"connections reached only workers {sorted(by_worker)}"
             channel = grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1),
                                                                      ("grpc.enable_retries", 0)])
             stub = stubs.pb2_grpc.InferenceServiceStub(channel)
-            pids.append(stub.PredictEcho(pb2.EchoRequest(x=0), timeout=10).pid)
-            channels.append((channel, stub))
+            pid = stub.PredictEcho(pb2.EchoRequest(x=0), timeout=10).pid
+            if len(by_worker.setdefault(pid, [])) < 3:
+                by_worker[pid].append((channel, stub))
+            else:
+                channel.close()
+                time.sleep(0.05)  # the other worker may still be starting
+        channels = [c for conns in by_worker.values() for c in conns]
+        pids = list(by_worker)
         try:
             inflight = [stub.PredictEcho.future(pb2.EchoRequest(x=i, sleep_ms=2500), timeout=30)
                         for i, (_, stub) in enumerate(channels)]
