@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -12,7 +13,7 @@ import grpc
 import pytest
 
 from blazerpc_core import BlazeApp
-from blazerpc_core.observability.logformat import JsonFormatter
+from blazerpc_core.observability.logformat import BatchedStreamHandler, DirectLine, JsonFormatter, TextFormatter
 from blazerpc_core.testing import Connection, serve_cli
 
 TIMEOUT = 10
@@ -140,3 +141,42 @@ def test_cli_log_format_json_writes_one_json_object_per_line(tmp_path: Path) -> 
     access = [e for e in entries if e["logger"] == "blazerpc.access"]
     assert len(access) == 1
     assert (access[0]["status"], access[0]["request_id"], access[0]["model"]) == ("OK", "cli-1", "add")
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_direct_lines_match_what_the_formatters_make_of_a_record(formatter: logging.Formatter) -> None:
+    """The access log skips the LogRecord only where the line comes out the same."""
+    fields = {"method": "/p/M", "status": "OK", "error": 'quoted "x"', "latency_ms": 1.5}
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0421):
+        record = logging.LogRecord("blazerpc.access", logging.INFO, __file__, 1, "method=/p/M status=OK", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        record.blazerpc = fields
+        direct = formatter.direct("blazerpc.access", created, "method=/p/M status=OK", fields)  # type: ignore[attr-defined]
+        assert direct == formatter.format(record)
+
+
+def test_direct_lines_only_when_nothing_else_would_see_the_record() -> None:
+    """A second handler, a filter or a custom format each take the record path (and see ``record.blazerpc``)."""
+    root, logger = logging.getLogger("direct-test"), logging.getLogger("direct-test.access")
+    root.propagate = False  # the real root logger (pytest's handlers) stays out of it
+    handler = BatchedStreamHandler()
+    handler.setStream(io.StringIO())
+    handler.setFormatter(TextFormatter())
+    root.addHandler(handler)
+    direct = DirectLine(logger)
+    try:
+        assert direct.write("m", {})  # one batched handler with our formatter, up the tree
+        handler.setFormatter(TextFormatter("%(message)s"))
+        assert not direct.write("m", {})
+        handler.setFormatter(JsonFormatter())
+        other = Capture(1)
+        logger.addHandler(other)
+        assert not direct.write("m", {})
+        logger.removeHandler(other)
+        logger.addFilter(lambda record: True)
+        assert not direct.write("m", {})
+        handler.flush()
+        assert handler.stream.getvalue().endswith(" INFO direct-test.access: m\n")  # type: ignore[attr-defined]
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from blazerpc_core.markers import hookimpl
+from blazerpc_core.observability.logformat import DirectLine
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,6 +30,7 @@ class AccessLogMiddleware:
     def __init__(self, *, json_format: bool = False, logger: logging.Logger | None = None) -> None:
         self._json = json_format
         self._logger = logger or logging.getLogger(LOGGER_NAME)
+        self._direct = DirectLine(self._logger)
         # Bound once: appending a fresh bound method per call is an avoidable allocation.
         self._on_done = self._log
 
@@ -53,7 +55,10 @@ class AccessLogMiddleware:
             "principal": ctx.principal,
             "error": ctx.status_message if status != "OK" else None,
         }
-        line = json.dumps(fields, separators=(",", ":")) if self._json else _text(fields)
+        text = None if self._json else _text(fields)
+        if self._direct.write(text, fields):
+            return
+        line = json.dumps(fields, separators=(",", ":")) if text is None else text
         # makeRecord + handle rather than info(): skips logging's caller lookup, a stack
         # walk per call that this line (always the same caller) does not need.
         record = logger.makeRecord(

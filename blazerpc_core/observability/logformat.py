@@ -39,6 +39,16 @@ class TextFormatter(logging.Formatter):
             self._second = second
         return f"{self._stamp},{int(record.msecs):03d}"
 
+    def direct(self, name: str, created: float, message: str | None, fields: dict[str, Any]) -> str | None:
+        """The INFO line :meth:`format` would make of such a record, or None when ``fmt`` is not the default."""
+        if self._fmt != TEXT_FORMAT or message is None:
+            return None
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(created))
+            self._second = second
+        return f"{self._stamp},{int((created - second) * 1000):03d} INFO {name}: {message}"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ISO 8601 UTC ``time``, ``level``, ``logger``, ``message``.
@@ -58,6 +68,22 @@ class JsonFormatter(logging.Formatter):
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             self._second = second
         return f"{self._stamp}.{int(record.msecs):03d}Z"
+
+    def direct(self, name: str, created: float, message: str | None, fields: dict[str, Any]) -> str:
+        """The INFO line :meth:`format` would make of a record of ``name`` carrying ``fields``.
+
+        ``message`` may be None for loggers whose fields are the whole line (the access log).
+        """
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            self._second = second
+        entry: dict[str, Any] = {"time": f"{self._stamp}.{int((created - second) * 1000):03d}Z", "level": "INFO",
+                                 "logger": name}
+        if name not in _FIELDS_ONLY:
+            entry["message"] = message
+        entry.update(fields)
+        return json.dumps(entry, default=str)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -92,14 +118,19 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self.write(line, record.levelno)
+
+    def write(self, line: str, level: int = logging.INFO) -> None:
+        """Queue one formatted line (``level`` decides whether it waits)."""
+        line += self.terminator
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line)
             self._size += len(line)
-            urgent = record.levelno >= logging.WARNING or self._size >= 65536
+            urgent = level >= logging.WARNING or self._size >= 65536
             if not urgent and self._timer is None:
                 self._timer = threading.Timer(self._interval, self.flush)
                 self._timer.daemon = True
@@ -119,6 +150,48 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     pass
         if timer is not None and timer is not threading.current_thread():
             timer.cancel()
+
+
+class DirectLine:
+    """Writes INFO lines of one logger straight to its only handler, skipping the ``LogRecord``.
+
+    Building a record, filtering, handling and formatting it was most of an access-log
+    line's cost. That work is only skipped when it could not change the output: the
+    logger's records reach exactly one handler, a :class:`BatchedStreamHandler` with one of
+    the formatters here and no filters on the way. Otherwise :meth:`write` returns False
+    and the caller logs as usual (its fields on ``record.blazerpc``).
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def write(self, message: str | None, fields: dict[str, Any]) -> bool:
+        """Write one INFO line; False when it must go through ``logging`` instead (see the class docstring)."""
+        handler = self._handler()
+        if handler is None:
+            return False
+        formatter: Any = handler.formatter
+        line = formatter.direct(self._logger.name, time.time(), message, fields)
+        if line is None:
+            return False
+        handler.write(line)
+        return True
+
+    def _handler(self) -> BatchedStreamHandler | None:
+        logger: logging.Logger | None = self._logger
+        if logger is None or logger.filters:
+            return None
+        found = None
+        while logger is not None:
+            for handler in logger.handlers:
+                if found is not None or type(handler) is not BatchedStreamHandler:
+                    return None
+                found = handler
+            logger = logger.parent if logger.propagate else None
+        if (found is None or found.filters or found.level > logging.INFO
+                or type(found.formatter) not in (TextFormatter, JsonFormatter)):
+            return None
+        return found
 
 
 def configure_logging(level: str, log_format: str) -> None:
