@@ -247,7 +247,7 @@ class Batcher:
         else:
             outcomes, seconds, cpu = future.result()
             if cpu is not None:
-                self.inlining.pooled(cpu)
+                self.inlining.pooled(cpu, seconds)
             try:
                 self.rule.observe(entry[1], seconds)
             except Exception:

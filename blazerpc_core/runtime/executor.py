@@ -19,10 +19,12 @@ function itself (``a + b``, a small numpy op). So a sync function whose calls ar
 consistently cheaper than ``inline_budget`` runs inline on the loop; :class:`Inlining`
 decides. Promotion judges pool calls by the *thread's CPU time*, which waiting for the GIL
 under load does not inflate (wall time would keep a cheap model in the pool exactly when
-the hop costs most). Inline calls are then judged by wall time on the loop, where a model
-that sleeps or waits shows: a window in which most calls ran over the budget sends the
-model back to the pool (for good the second time), and one call over ``STALL_FACTOR``
-times the budget does so at once and for good.
+the hop costs most), and asks that the fastest of them was fast by the clock too: a model
+that sleeps or waits on I/O uses little CPU but is never fast, so it is never promoted.
+Inline calls are judged by wall time on the loop: a window in which most calls ran over
+the budget, or one call over ``STALL_FACTOR`` times the budget, sends the model back to
+the pool. A stall may not be the model's fault (the process was preempted, or a garbage
+collection ran), so the model may come back, after a probation twice as long as the last.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ PROMOTE_SHARE = 0.9
 #: Inline calls per demotion window, and the share of them over the budget that demotes.
 DEMOTE_WINDOW = 32
 DEMOTE_SHARE = 0.5
-#: One inline call this many times over the budget demotes at once and for good.
+#: One inline call this many times over the budget demotes at once.
 STALL_FACTOR = 10
+#: Each demotion doubles the next probation, up to this many times PROMOTE_AFTER.
+MAX_PROBATION_FACTOR = 64
 #: Weight of the newest call in a model's running mean call time.
 _SMOOTHING = 0.2
 #: Calls observed before the mean is trusted to refuse work that cannot finish in time.
@@ -176,27 +180,31 @@ class CallTimes:
 class Inlining:
     """Whether a sync model runs inline on the loop; see the module docstring.
 
-    States: ``probation`` (calls go to the pool and are measured), ``inline``, ``off``.
+    States: ``probation`` (calls go to the pool and are measured), ``inline``, ``off``
+    (a budget of 0: always the pool).
     """
 
-    __slots__ = ("_budget", "_calls", "_demotions", "_hits", "state")
+    __slots__ = ("_budget", "_calls", "_fastest", "_hits", "_probation", "state")
 
     def __init__(self, budget: float) -> None:
         self._budget = budget
         self.state = "probation" if budget > 0 else "off"
+        self._probation = PROMOTE_AFTER
         self._calls = 0
         self._hits = 0
-        self._demotions = 0
+        self._fastest = float("inf")
 
-    def pooled(self, cpu_seconds: float) -> None:
-        """A pool call on probation used ``cpu_seconds`` of its thread's CPU."""
+    def pooled(self, cpu_seconds: float, wall_seconds: float) -> None:
+        """A pool call on probation used ``cpu_seconds`` of its thread's CPU over ``wall_seconds``."""
         if self.state != "probation":
             return
         self._calls += 1
         self._hits += cpu_seconds * 2 <= self._budget
-        if self._calls >= PROMOTE_AFTER:
-            promote = self._hits >= PROMOTE_SHARE * PROMOTE_AFTER
+        self._fastest = min(self._fastest, wall_seconds)
+        if self._calls >= self._probation:
+            promote = self._hits >= PROMOTE_SHARE * self._calls and self._fastest * 2 <= self._budget
             self._calls = self._hits = 0
+            self._fastest = float("inf")
             if promote:
                 self.state = "inline"
 
@@ -204,7 +212,7 @@ class Inlining:
         """An inline call took ``seconds`` of the loop's wall time."""
         if seconds > self._budget:
             if seconds > STALL_FACTOR * self._budget:
-                self.state = "off"
+                self._demote()
                 return
             self._hits += 1
         self._calls += 1
@@ -212,8 +220,12 @@ class Inlining:
             slow = self._hits > DEMOTE_SHARE * DEMOTE_WINDOW
             self._calls = self._hits = 0
             if slow:
-                self._demotions += 1
-                self.state = "off" if self._demotions > 1 else "probation"
+                self._demote()
+
+    def _demote(self) -> None:
+        self.state = "probation"
+        self._calls = self._hits = 0
+        self._probation = min(self._probation * 2, MAX_PROBATION_FACTOR * PROMOTE_AFTER)
 
 
 class Invoker:
@@ -293,19 +305,20 @@ class Invoker:
     async def _in_pool(self, args: Sequence[Any], deadline: float | None) -> Any:
         if self.times.too_late(deadline, time.monotonic()):
             raise self.late()  # checked here too: refusing on the loop saves the thread hop
-        result, cpu = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
-        self.inlining.pooled(cpu)
+        result, cpu, wall = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
+        self.inlining.pooled(cpu, wall)
         return result
 
-    def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float]:
+    def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float, float]:
         """In a pool thread: refuse a call that can no longer be answered in time, else run it."""
         if self.times.too_late(deadline, time.monotonic()):
             raise self.late()
         start, cpu_start = time.perf_counter(), time.thread_time()
         result = self.call_sync(self.func, *args)
         cpu = time.thread_time() - cpu_start
-        self.times.add(time.perf_counter() - start)
-        return result, cpu
+        wall = time.perf_counter() - start
+        self.times.add(wall)
+        return result, cpu, wall
 
     def late(self) -> DeadlineExceeded:
         return DeadlineExceeded(
