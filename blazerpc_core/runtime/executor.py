@@ -22,9 +22,10 @@ under load does not inflate (wall time would keep a cheap model in the pool exac
 the hop costs most), and asks that the fastest of them was fast by the clock too: a model
 that sleeps or waits on I/O uses little CPU but is never fast, so it is never promoted.
 Inline calls are judged by wall time on the loop: a window in which most calls ran over
-the budget, or one call over ``STALL_FACTOR`` times the budget, sends the model back to
-the pool. A stall may not be the model's fault (the process was preempted, or a garbage
-collection ran), so the model may come back, after a probation twice as long as the last.
+the budget, or a second call over ``STALL_FACTOR`` times the budget soon after a first,
+sends the model back to the pool. One stall alone is forgiven: on a busy machine the
+process is preempted for a scheduler tick or two (4-8 ms, measured) every few seconds,
+whatever the model. A model sent back may return after a probation twice as long as the last.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ PROMOTE_SHARE = 0.9
 #: Inline calls per demotion window, and the share of them over the budget that demotes.
 DEMOTE_WINDOW = 32
 DEMOTE_SHARE = 0.5
-#: One inline call this many times over the budget demotes at once.
+#: An inline call this many times over the budget is a stall; two within DEMOTE_WINDOW calls demote.
 STALL_FACTOR = 10
 #: Each demotion doubles the next probation, up to this many times PROMOTE_AFTER.
 MAX_PROBATION_FACTOR = 64
@@ -184,7 +185,7 @@ class Inlining:
     (a budget of 0: always the pool).
     """
 
-    __slots__ = ("_budget", "_calls", "_fastest", "_hits", "_probation", "state")
+    __slots__ = ("_budget", "_calls", "_fastest", "_hits", "_probation", "_since_stall", "state")
 
     def __init__(self, budget: float) -> None:
         self._budget = budget
@@ -193,6 +194,8 @@ class Inlining:
         self._calls = 0
         self._hits = 0
         self._fastest = float("inf")
+        #: Inline calls since the last stall (a second stall within DEMOTE_WINDOW demotes).
+        self._since_stall = DEMOTE_WINDOW
 
     def pooled(self, cpu_seconds: float, wall_seconds: float) -> None:
         """A pool call on probation used ``cpu_seconds`` of its thread's CPU over ``wall_seconds``."""
@@ -210,10 +213,13 @@ class Inlining:
 
     def ran_inline(self, seconds: float) -> None:
         """An inline call took ``seconds`` of the loop's wall time."""
+        self._since_stall += 1
         if seconds > self._budget:
             if seconds > STALL_FACTOR * self._budget:
-                self._demote()
-                return
+                stalled_lately, self._since_stall = self._since_stall <= DEMOTE_WINDOW, 0
+                if stalled_lately:
+                    self._demote()
+                    return
             self._hits += 1
         self._calls += 1
         if self._calls >= DEMOTE_WINDOW:
@@ -225,6 +231,7 @@ class Inlining:
     def _demote(self) -> None:
         self.state = "probation"
         self._calls = self._hits = 0
+        self._since_stall = DEMOTE_WINDOW
         self._probation = min(self._probation * 2, MAX_PROBATION_FACTOR * PROMOTE_AFTER)
 
 
