@@ -6,7 +6,7 @@ import threading
 import time
 
 from blazerpc_core import BlazeApp
-from blazerpc_core.runtime.executor import DEMOTE_WINDOW, PROMOTE_AFTER
+from blazerpc_core.runtime.executor import DEMOTE_WINDOW, PROMOTE_AFTER, ModelPool
 
 
 def _work_app(threads: list[str]) -> BlazeApp:
@@ -86,3 +86,14 @@ def test_inline_budget_zero_always_uses_the_pool(blazerpc_serve, blazerpc_connec
     for i in range(PROMOTE_AFTER + 20):
         assert conn.stub.PredictWork(conn.pb2.WorkRequest(x=i), timeout=10).result == i
     assert all(name.startswith("blazerpc-model") for name in threads)
+
+
+def test_a_pool_answering_calls_one_after_another_uses_one_thread():
+    """The thread is idle before its answer wakes the caller, so the next call finds it instead of starting one."""
+    pool = ModelPool(8, name="one-at-a-time")
+    try:
+        for i in range(300):
+            assert pool.submit(lambda x: x, i).result(timeout=10) == i
+        assert [t.name for t in threading.enumerate() if t.name.startswith("one-at-a-time")] == ["one-at-a-time-1"]
+    finally:
+        pool.shutdown()

@@ -119,16 +119,24 @@ class ModelPool(Executor):
             if item is None:
                 return
             future, fn, args = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args)
-                except BaseException as exc:  # handed to whoever awaits the future
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-                del future, fn, args, item
+            if not future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._idle += 1
+                continue
+            error: BaseException | None = None
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to whoever awaits the future
+                result, error = None, exc
+            # Idle before the answer is out: whoever the answer wakes may submit the next
+            # call at once, and must find this thread free instead of starting another.
             with self._lock:
                 self._idle += 1
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+            del future, fn, args, item, result, error
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new work; with ``cancel_futures``, drop work not started. Threads are never joined
