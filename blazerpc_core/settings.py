@@ -91,7 +91,7 @@ class ServeSettings:
     #: ``--name``: the model (and rpc) name for a model-file TARGET a plugin loads; None: the file name.
     model_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # Connection limits (blazerpc_core.server.wire_limits; docs/security.md, "Connection limits").
+    # Connection limits (blazerpc_core.server.wire.limits; docs/security.md, "Connection limits").
     #: Open connections at most; None: three quarters of the open-file limit, at most 10,000.
     max_connections: int | None = None
     #: Seconds from accept to a finished TLS handshake and HTTP/2 preface.

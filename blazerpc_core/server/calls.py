@@ -24,8 +24,8 @@ from blazerpc_core.errors import BlazeError, InvalidArgument, Unavailable
 from blazerpc_core.method import CompiledMethod
 from blazerpc_core.server.gate import Gate
 from blazerpc_core.server.host import ModelEntry, ModelHost
-from blazerpc_core.server.messages import receive_message, send_message
 from blazerpc_core.server.status import ErrorMapper, cap_message, cut_short_status, public_text
+from blazerpc_core.server.wire.messages import receive_message, send_message
 
 log = logging.getLogger("blazerpc.server")
 

@@ -29,8 +29,8 @@ from blazerpc_core.method import SERVICE_FULL_NAME, Schema
 from blazerpc_core.server.calls import CallSteps
 from blazerpc_core.server.host import MODEL_HEALTH_PREFIX, ModelEntry, ModelHost, ModelState
 from blazerpc_core.server.routes import Route, gone_handler, routes_for
-from blazerpc_core.server.wire import WireServer
-from blazerpc_core.server.wire_limits import WireLimits
+from blazerpc_core.server.wire.limits import WireLimits
+from blazerpc_core.server.wire.server import WireServer
 from blazerpc_core.settings import ServeSettings
 
 log = logging.getLogger("blazerpc.server")

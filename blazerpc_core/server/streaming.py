@@ -29,8 +29,8 @@ from grpclib.server import Stream
 from blazerpc_core.call import CallContext
 from blazerpc_core.errors import BlazeError, Cancelled, DeadlineExceeded, Unavailable
 from blazerpc_core.runtime.streams import LoopIterator, ThreadedIterator
-from blazerpc_core.server.messages import send_message, send_messages
 from blazerpc_core.server.status import cut_short_status
+from blazerpc_core.server.wire.messages import send_message, send_messages
 from blazerpc_core.spec import Streaming
 
 if TYPE_CHECKING:

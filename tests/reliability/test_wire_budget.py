@@ -14,7 +14,7 @@ from collections.abc import Callable
 import grpc
 
 from blazerpc_core import BlazeApp
-from blazerpc_core.server.wire_limits import WireStats
+from blazerpc_core.server.wire.limits import WireStats
 from blazerpc_core.testing import RunningServer, compile_stubs, start_server
 from tests.reliability.wire_client import RawH2
 

@@ -14,7 +14,7 @@ import time
 import grpc
 
 from blazerpc_core import BlazeApp
-from blazerpc_core.server.wire import WireServer
+from blazerpc_core.server.wire.server import WireServer
 from blazerpc_core.testing import RunningServer, compile_stubs, start_server
 from tests.reliability.wire_client import NO_ERROR, REFUSED_STREAM, RawH2
 

@@ -8,7 +8,7 @@ import pytest
 from hyperframe.frame import SettingsFrame
 
 from blazerpc_core.errors import RegistrationError
-from blazerpc_core.server.wire_limits import WireLimits
+from blazerpc_core.server.wire.limits import WireLimits
 from blazerpc_core.settings import ServeSettings
 from blazerpc_core.testing import run_cli, serve_cli
 from tests.reliability.wire_client import RawH2

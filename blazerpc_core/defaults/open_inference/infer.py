@@ -40,8 +40,8 @@ from blazerpc_core.defaults.open_inference.statistics import Statistics
 from blazerpc_core.defaults.open_inference.tensor_form import Forms, TensorForm
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, InvalidArgument, client_text
 from blazerpc_core.runtime.queue import PRIORITY_HEADER
-from blazerpc_core.server.messages import send_message
 from blazerpc_core.server.status import cap_message, public_text
+from blazerpc_core.server.wire.messages import send_message
 
 log = logging.getLogger("blazerpc.open_inference")
 

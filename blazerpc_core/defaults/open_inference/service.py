@@ -27,8 +27,8 @@ from blazerpc_core.defaults.open_inference.statistics import Statistics
 from blazerpc_core.defaults.open_inference.tensor_form import Forms, TensorForm
 from blazerpc_core.errors import BlazeError, InvalidArgument, client_text
 from blazerpc_core.server.host import ModelEntry, ModelHost, ModelState
-from blazerpc_core.server.messages import receive_message, send_message
 from blazerpc_core.server.status import cap_message, public_text
+from blazerpc_core.server.wire.messages import receive_message, send_message
 from blazerpc_core.settings import ServeSettings
 
 log = logging.getLogger("blazerpc.open_inference")

@@ -21,7 +21,7 @@ from grpclib.server import Stream
 from h2.connection import H2Connection
 
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, InvalidArgument, ResourceExhausted
-from blazerpc_core.server.wire_limits import ByteBudget, WireLimits
+from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
 
 #: The gRPC message prefix: compressed flag, big-endian length.
 PREFIX = struct.Struct(">?I")

@@ -1,7 +1,7 @@
 """One HTTP/2 connection of the server: its protocol, its events, its writes.
 
 Mirrors grpclib 0.4.9's ``H2Protocol.connection_made`` and ``EventsProcessor``, with the
-limits of :class:`~blazerpc_core.server.wire_limits.WireLimits` applied to every stream and
+limits of :class:`~blazerpc_core.server.wire.limits.WireLimits` applied to every stream and
 frame, writes coalesced per turn of the event loop, and the two-step GOAWAY of a graceful
 shutdown.
 """
@@ -31,8 +31,8 @@ from hpack import hpack as hpack_hpack
 from hpack import table as hpack_table
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
-from blazerpc_core.server.messages import GzipStream, WireStream
-from blazerpc_core.server.wire_limits import ByteBudget, WireLimits
+from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
+from blazerpc_core.server.wire.messages import GzipStream, WireStream
 
 log = logging.getLogger("blazerpc.server")
 
@@ -60,7 +60,7 @@ def quiet_hpack() -> None:
 
 
 class WireOwner(Protocol):
-    """What a connection needs of the server that accepted it (:class:`~blazerpc_core.server.wire.WireServer`)."""
+    """What a connection needs of the server that accepted it (:class:`~.server.WireServer`)."""
 
     limits: WireLimits
     budget: ByteBudget
