@@ -75,6 +75,39 @@ def test_a_lone_request_on_an_idle_model_does_not_wait_for_the_timeout(blazerpc_
     assert rec.dispatched == [("double", 1, 1)]
 
 
+def test_requests_queued_behind_a_batch_go_as_soon_as_the_model_is_idle_not_after_the_timeout(
+    blazerpc_serve, blazerpc_connect
+):
+    """Waiting for more rows while the model sits idle only adds latency (closed-loop clients lost 65%)."""
+    gate = Gate()
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, batch=True, batch_timeout_ms=600_000))
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    queued = [call.future(conn.pb2.DoubleRequest(x=[float(i)]), timeout=TIMEOUT) for i in range(2, 5)]
+    rec.wait_depth("double", 3)
+    gate.open()  # the model is idle again: the three queued rows go now, ten minutes before the timeout
+    assert [f.result().result[0] for f in (first, *queued)] == [2.0, 4.0, 6.0, 8.0]
+    assert rec.dispatched == [("double", 1, 1), ("double", 3, 3)]
+
+
+def test_with_a_batch_running_a_free_slot_waits_for_a_full_batch(blazerpc_serve, blazerpc_connect):
+    """max_concurrent_batches > 1: while one batch runs, the timeout (or a full batch) decides the next."""
+    gate = Gate()
+    app = doubling_app(gate, batch=True, max_concurrent_batches=2, max_batch_size=2, batch_timeout_ms=600_000)
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app)
+    call = conn.stub.PredictDouble
+    first = call.future(conn.pb2.DoubleRequest(x=[1.0]), timeout=TIMEOUT)
+    gate.wait_entered()
+    second = call.future(conn.pb2.DoubleRequest(x=[2.0]), timeout=TIMEOUT)
+    rec.wait_depth("double", 1)  # a slot is free, but one row is not a full batch: it waits
+    third = call.future(conn.pb2.DoubleRequest(x=[3.0]), timeout=TIMEOUT)
+    rec.wait_for(lambda: len(rec.dispatched) == 2, "the second batch")
+    assert rec.dispatched == [("double", 1, 1), ("double", 2, 2)]  # full: it went with the first still running
+    gate.open()
+    assert [f.result().result[0] for f in (first, second, third)] == [2.0, 4.0, 6.0]
+
+
 def test_a_request_larger_than_max_batch_size_runs_on_its_own(blazerpc_serve, blazerpc_connect):
     gate = Gate()
     conn, rec = serve(blazerpc_serve, blazerpc_connect, doubling_app(gate, max_batch_size=2))

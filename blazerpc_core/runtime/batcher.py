@@ -111,7 +111,7 @@ class Batcher:
             deadline=None if remaining is None else now + remaining, key=self.plan.shape_key(args),
         )
         queue.push(item)
-        if not self.running and queue.count == 1 and self._go_now(now):
+        if not self.running and self._go_now(now):
             # The model is idle and the rule says go: dispatch here rather than waking the
             # dispatch loop for it, which keeps batching from costing anything at low load.
             self._dispatch(now)
@@ -231,6 +231,10 @@ class Batcher:
         entry = (now, sum(sizes))
         self.running += 1
         self.inflight.append(entry)
+        if future.done():
+            # It ran inline: finish now, so the next request of this turn finds the model idle.
+            self._finish(batch, entry, future)
+            return
         self._batches.add(future)
         future.add_done_callback(functools.partial(self._finish, batch, entry))
 

@@ -99,8 +99,10 @@ class DispatchRule(Protocol):
 class SizeOrTimeout:
     """Dispatch at ``max_batch_size`` rows, or when the oldest request waited ``batch_timeout``.
 
-    A request that finds the model idle and nobody else queued goes at once: batching
-    never costs latency at low load.
+    An idle model (no batch running) takes whatever is queued at once: waiting for rows
+    while the model sits idle only adds latency, and under load rows collect anyway while
+    the previous batch runs. So the timeout bounds waiting for a free slot to fill only
+    when other batches are running (``max_concurrent_batches`` > 1).
     """
 
     name = "size-or-timeout"
@@ -110,9 +112,7 @@ class SizeOrTimeout:
 
     def delay(self, state: BatchState, now: float) -> float:
         queue = state.queue
-        if queue.rows >= state.config.max_batch_size:
-            return 0.0
-        if state.running == 0 and queue.count == 1:
+        if state.running == 0 or queue.rows >= state.config.max_batch_size:
             return 0.0
         oldest = queue.oldest()
         if oldest is None:
