@@ -44,7 +44,7 @@ from blazerpc_core.errors import DeadlineExceeded
 
 #: Pool calls observed per promotion window, and the share of them that must be cheap.
 PROMOTE_AFTER = 200
-PROMOTE_SHARE = 0.9
+PROMOTE_SHARE = 0.75
 #: Inline calls per demotion window, and the share of them over the budget that demotes.
 DEMOTE_WINDOW = 32
 DEMOTE_SHARE = 0.5
