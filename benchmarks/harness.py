@@ -607,8 +607,17 @@ def system_info() -> dict[str, Any]:
             from importlib import metadata
 
             versions[dist] = metadata.version(dist)
+    commit = dirty = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(REPO_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        # The servers run the working tree: say when blazerpc_core differs from the commit.
+        dirty = subprocess.run([*git, "status", "--porcelain", "blazerpc_core"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit + (" (blazerpc_core modified)" if dirty else ""),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": model,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from benchmarks.harness import (
@@ -30,10 +30,11 @@ from benchmarks.harness import (
     ServerStartError,
     bench_lock,
     client_cpus,
+    free_port,
     machine_busy_seconds,
     running_server,
 )
-from benchmarks.loadgen import LoadConfig
+from benchmarks.loadgen import LoadConfig, LoadgenError
 from benchmarks.suite import (
     SERVER_ENV,
     Check,
@@ -42,7 +43,6 @@ from benchmarks.suite import (
     at_most,
     blazerpc_cmd,
     collapse_repeats,
-    free_port,
     info,
     measure_with_metrics,
     median,
@@ -170,11 +170,16 @@ def interleave(
                 if spec.pin and spare is not None and cfg.cpus is None:
                     run_cfg = replace(run_cfg, cpus=spare)
                 done += 1
-                row = measure_with_metrics(server, run_cfg, ports, model=spec.model, verbose=False)
+                try:
+                    row = measure_with_metrics(server, run_cfg, ports, model=spec.model, verbose=False)
+                except LoadgenError as exc:  # e.g. the server stopped answering: a failed window, not a lost run
+                    row = failed_window(spec.name, run_cfg, exc)
                 row["server"] = spec.name
                 row["server_ready_s"] = round(server.ready_s, 3)
                 row["server_idle_rss_mib"] = round(server.idle_rss_mib, 1)
                 rows.append(row)
+                if row["limit"] == "failed":
+                    continue
                 extra = f" rows/batch={row['mean_rows_per_batch']:.1f}" if "mean_rows_per_batch" in row else ""
                 print(f"  [{label} {done}/{total}] {spec.name:<20} {run_cfg.scenario():<12} c={cfg.concurrency:<3} "
                       f"{row['rps']:>7.0f} req/s p50={row['p50_ms']:.2f} p99={row['p99_ms']:.2f} ms "
@@ -182,6 +187,16 @@ def interleave(
                       f"limit={row['limit']}{extra}" + (f" ERRORS={row['errors']}" if row["errors"] else ""),
                       flush=True)
     return rows
+
+
+def failed_window(server: str, cfg: LoadConfig, exc: Exception) -> dict[str, Any]:
+    """The row of a window the load generator could not run (counted as one error, 0 req/s)."""
+    print(f"  !! {server} {cfg.scenario()} c={cfg.concurrency}: the window failed: {str(exc)[-300:]}", flush=True)
+    return {"server": server, "scenario": cfg.scenario(), "rows": None, "tokens": None,
+            "concurrency": cfg.concurrency, "processes": cfg.processes, "rps": 0.0, "p50_ms": 0.0, "p90_ms": 0.0,
+            "p99_ms": 0.0, "errors": 1, "server_cpu": 0.0, "client_cpu": 0.0, "other_cpu": 0.0, "limit": "failed",
+            "server_us_per_op": None, "items_per_s": 0.0, "ttfi_p50_ms": 0.0, "error": str(exc)[-3000:],
+            "result": {"config": asdict(cfg)}}
 
 
 def load(t: Timing, method: str, concurrency: int, **kw: Any) -> LoadConfig:

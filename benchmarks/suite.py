@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +18,6 @@ from benchmarks.harness import (
     HOST,
     NOISY,
     ServerProcess,
-    free_port,
     machine_busy_seconds,
     median_row,
     result_row,
@@ -285,19 +283,6 @@ def collapse_repeats(rows: list[dict[str, Any]], keys: Sequence[str] = ("server"
 # --------------------------------------------------------------------------- metrics
 
 
-def free_port_pair(host: str = HOST) -> int:
-    """A free port p whose neighbour p + 1 is free too (``--workers 2`` uses both for metrics)."""
-    for _ in range(50):
-        port = free_port(host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports on loopback")
-
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
 
@@ -350,8 +335,7 @@ def measure_with_metrics(
 
     Scraping at the window edges (not around the whole run) keeps the loadgen's
     one-at-a-time validation calls, which make batches of one, out of rows/batch.
-    Adds ``mean_rows_per_batch`` / ``batches`` for ``model`` and each metrics port's
-    request count (``requests_by_port``: how calls spread over ``--workers``).
+    Adds ``mean_rows_per_batch`` / ``batches`` for ``model``.
     """
     marks: dict[str, tuple[float, float]] = {}
     scrapes: dict[str, list[Samples]] = {}
@@ -364,13 +348,9 @@ def measure_with_metrics(
     server_cpu = (marks["end"][0] - marks["start"][0]) / cfg.duration
     machine_cpu = (marks["end"][1] - marks["start"][1]) / cfg.duration
     row = result_row(server, res, server_cpu, machine_cpu)
-    if metrics_ports:
-        if model is not None:
-            row.update({k: round(v, 2) for k, v in batch_stats(scrapes["start"], scrapes["end"], model).items()})
-        row["requests_by_port"] = {
-            str(p): delta([b], [a], "blazerpc_requests_total")
-            for p, b, a in zip(metrics_ports, scrapes["start"], scrapes["end"], strict=True)
-        }
+    if metrics_ports and model is not None:
+        row.update({k: round(v, 2) for k, v in batch_stats(scrapes["start"], scrapes["end"], model).items()})
+
     if verbose:
         extra = f" rows/batch={row['mean_rows_per_batch']:.1f}" if "mean_rows_per_batch" in row else ""
         print(
