@@ -43,8 +43,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The core's tests; no ML framework and no optional plugin is installed here."""
-    session.install("-q", "-e", ".[test]")
+    """The core's tests and the example model package (its entry points and shipped lock are
+    tested); no ML framework and no optional plugin is installed here."""
+    session.install("-q", "-e", ".[test]", "-e", "examples/blazerpc-example-models")
     session.run(*PYTEST, "tests", "--ignore=tests/deploy", *session.posargs)
 
 
