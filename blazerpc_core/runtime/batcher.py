@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blazerpc.batcher")
 
+#: A model call shorter than this (seconds) costs less than queueing one request for a batch,
+#: so a request that finds such a model idle runs alone at once (measured on ``x @ W``: the
+#: queue, its future, the extra loop turn and the split cost about 15 us a request).
+ALONE_BELOW = 20e-6
+
 #: What one batch yields: an outcome (result or exception) per request, the model's seconds,
 #: and the thread CPU seconds of the whole batch when it ran in the pool (None otherwise).
 Computed = tuple[list[Any], float, float | None]
@@ -74,6 +79,8 @@ class Batcher:
         #: Queued rows at which an arrival wakes the sleeping loop (None: arrivals do not).
         self._wake_rows: int | None = None
         self._batches: set[asyncio.Future[Any]] = set()
+        #: Whether this loop turn's arrivals are already due to be dispatched at its end.
+        self._turn_scheduled = False
         #: Whether batches of this (sync) model are cheap enough to compute on the loop.
         self.inlining = Inlining(invoker.inline_budget)
 
@@ -106,15 +113,21 @@ class Batcher:
             )
         now = time.monotonic()
         self.rule.admit(self, rows, now, remaining)
+        if not self.running and not queue.count and self._alone_pays():
+            return self._run_alone(args, rows, None if remaining is None else now + remaining)
         item = Pending(
             args, rows, asyncio.get_running_loop().create_future(), priority=priority, enqueued=now,
             deadline=None if remaining is None else now + remaining, key=self.plan.shape_key(args),
         )
         queue.push(item)
         if not self.running and self._go_now(now):
-            # The model is idle and the rule says go: dispatch here rather than waking the
-            # dispatch loop for it, which keeps batching from costing anything at low load.
-            self._dispatch(now)
+            # The model is idle and the rule says go: dispatch at the end of this loop turn
+            # rather than waking the dispatch loop, so the requests that arrived together
+            # (read from the same socket reads) share one call and batching costs nothing
+            # at low load.
+            if not self._turn_scheduled:
+                self._turn_scheduled = True
+                asyncio.get_running_loop().call_soon(self._dispatch_turn)
         else:
             self._events.queue_depth(self.spec, queue.rows)
             if self._wake_rows is not None and queue.rows >= self._wake_rows:
@@ -166,6 +179,39 @@ class Batcher:
                 await self._sleep(delay, wake_rows=config.max_batch_size)
                 continue
             self._dispatch(now)
+
+    def _alone_pays(self) -> bool:
+        """Whether a request that finds the model idle is cheaper called alone, at once, on the loop.
+
+        True for a sync model running inline whose calls take less than queueing one request
+        costs (``ALONE_BELOW``): joining it with others would save less model time than the
+        queue, the future and the split spend, so batching would lose to no batching.
+        """
+        invoker = self._invoker
+        return self.inlining.state == "inline" and not invoker.is_async and invoker.times.mean < ALONE_BELOW
+
+    def _run_alone(self, args: Sequence[Any], rows: int, deadline: float | None) -> Any:
+        """One request as a batch of its own, computed here: no queue, no future, no loop turn."""
+        self._events.batch_dispatched(self.spec, rows, 1)
+        started = time.perf_counter()
+        answered = False
+        try:
+            outcome = self._compute([args], [rows], [deadline])[0][0]
+            answered = True
+        except Exception as exc:
+            outcome = exc
+        seconds = time.perf_counter() - started
+        self.inlining.ran_inline(seconds)
+        self._batch_ended(rows, 1, seconds, observe=answered)
+        if isinstance(outcome, BaseException):
+            raise _raisable(outcome)
+        return outcome
+
+    def _dispatch_turn(self) -> None:
+        """The arrivals of one loop turn, dispatched together while the model is still idle."""
+        self._turn_scheduled = False
+        if not self.running and self.queue.count and not self._closed:
+            self._dispatch(time.monotonic())
 
     def _go_now(self, now: float) -> bool:
         try:
@@ -244,22 +290,29 @@ class Batcher:
         self.inflight.remove(entry)
         outcomes: Sequence[Any]
         seconds = time.monotonic() - entry[0]
+        answered = False
         if future.cancelled():
             outcomes = [Unavailable(f"model {self.label} stopped before this batch finished")] * len(batch)
         elif (error := future.exception()) is not None:
             outcomes = [error] * len(batch)
         else:
             outcomes, seconds, cpu = future.result()
+            answered = True
             if cpu is not None:
                 self.inlining.pooled(cpu, seconds)
-            try:
-                self.rule.observe(entry[1], seconds)
-            except Exception:
-                log.exception("dispatch rule of model %s failed to observe a batch", self.label)
-        self._events.batch_finished(self.spec, entry[1], len(batch), seconds)
+        self._batch_ended(entry[1], len(batch), seconds, observe=answered)
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item.future, outcome)
         self._wake()
+
+    def _batch_ended(self, rows: int, requests: int, seconds: float, *, observe: bool) -> None:
+        """Tell the rule (when the model answered) and the observers that a batch ended."""
+        if observe:
+            try:
+                self.rule.observe(rows, seconds)
+            except Exception:
+                log.exception("dispatch rule of model %s failed to observe a batch", self.label)
+        self._events.batch_finished(self.spec, rows, requests, seconds)
 
     # -- running one batch -----------------------------------------------------------------
 
@@ -339,13 +392,18 @@ class Batcher:
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if future.done():
         return
-    if isinstance(outcome, StopIteration):
-        # Futures refuse StopIteration (it would end the awaiting coroutine silently).
-        outcome = RuntimeError(f"{type(outcome).__name__}: {outcome}")
     if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
+        future.set_exception(_raisable(outcome))
     else:
         future.set_result(outcome)
+
+
+def _raisable(error: BaseException) -> BaseException:
+    """``error``, unless it is a StopIteration: futures and coroutines refuse those (raised in
+    a coroutine it would end the awaiting coroutine silently)."""
+    if isinstance(error, StopIteration):
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _wake_future(waiter: asyncio.Future[None]) -> None:
