@@ -558,3 +558,40 @@ def test_a_third_party_policy_schedules_the_models_it_claims(blazerpc_serve, bla
     assert list(two.result().result) == [3.0]
     assert sorted(plugin.asked) == ["others", "pairs"]
     assert calls == [[1.0, 2.0]]
+
+
+def test_a_cheap_model_found_idle_runs_each_request_alone_on_the_loop_with_the_same_answers_and_errors(
+    blazerpc_serve, blazerpc_connect
+):
+    """Once promoted inline, a request that finds a cheap batched model idle is called at once,
+    alone (no queue wait), and still gets its own rows, per-row failures and row-count checks."""
+    from blazerpc_core.runtime.executor import PROMOTE_AFTER
+
+    threads: list[str] = []
+    app = BlazeApp()
+
+    @app.model("halve", batch=True)
+    def halve(x: list[float]) -> list[float]:
+        threads.append(threading.current_thread().name)
+        if -2.0 in x:
+            return x[1:]  # a bug: one row short
+        return [ValueError(f"cannot halve {v}") if v < 0 else v / 2 for v in x]
+
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app, inline_budget_us=20_000)
+    call = lambda *x: conn.stub.PredictHalve(conn.pb2.HalveRequest(x=list(x)), timeout=TIMEOUT)
+    for _ in range(PROMOTE_AFTER):
+        call(1.0)
+    assert all(name.startswith("blazerpc-model") for name in threads)
+    waits = len(rec.waits)
+    assert list(call(4.0, 6.0).result) == [2.0, 3.0]
+    assert threads[-1] == "blazerpc-test-server"  # on the loop, the request alone
+    assert rec.dispatched[-1] == ("halve", 2, 1)
+    with pytest.raises(grpc.RpcError) as failed:
+        call(8.0, -1.0)
+    assert failed.value.code() == grpc.StatusCode.INTERNAL and "cannot halve -1.0" in failed.value.details()
+    with pytest.raises(grpc.RpcError) as short:
+        call(-2.0, 1.0)
+    assert short.value.code() == grpc.StatusCode.INTERNAL and "batch of 2 rows" in short.value.details()
+    assert list(call(10.0).result) == [5.0]  # the failures harmed nothing
+    assert threads[-1] == "blazerpc-test-server"
+    assert len(rec.waits) == waits  # none of them queued
