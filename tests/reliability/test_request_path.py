@@ -243,3 +243,84 @@ def test_the_pool_thread_refuses_calls_whose_deadline_passed_even_when_the_loop_
     finally:
         hold.set()
         server.stop()
+
+
+def test_a_freed_thread_takes_the_models_next_waiting_call_itself_even_while_the_loop_is_blocked():
+    """Per-model slots are handed on in the pool thread: under overload the loop is busy, and
+    handing a slot back through it left a 20 ms model's threads idle an eighth of the time."""
+    hold = threading.Event()
+    held = threading.Event()
+    ran_at: list[float] = []
+    blocked: list[tuple[float, float]] = []
+    app = BlazeApp()
+
+    @app.model("hold")
+    def hold_model(x: float) -> float:
+        if x < 0:
+            held.set()
+            hold.wait(30)
+        else:
+            ran_at.append(time.monotonic())
+        return x
+
+    @app.model("block-loop")
+    async def block_loop(seconds: float) -> float:
+        started = time.monotonic()
+        time.sleep(seconds)  # blocks the event loop on purpose
+        blocked.append((started, time.monotonic()))
+        return seconds
+
+    server = start_server(app, max_model_threads=1, inline_budget_us=0)
+    pb2, rpc = _stubs(server)
+    try:
+        with grpc.insecure_channel(server.address) as channel, concurrent.futures.ThreadPoolExecutor(4) as pool:
+            stub = rpc.InferenceServiceStub(channel)
+            holding = pool.submit(stub.PredictHold, pb2.HoldRequest(x=-1.0), timeout=20)
+            assert held.wait(10)
+            waiting = pool.submit(stub.PredictHold, pb2.HoldRequest(x=2.0), timeout=20)
+            time.sleep(0.2)  # it waits for the model's one slot
+            blocker = pool.submit(stub.PredictBlockLoop, pb2.BlockLoopRequest(seconds=1.0), timeout=10)
+            time.sleep(0.3)
+            hold.set()  # the loop is blocked: only the pool thread can start the waiting call now
+            assert blocker.result().result == 1.0
+            assert waiting.result().result == 2.0 and holding.result().result == -1.0
+        (start, end), = blocked
+        assert len(ran_at) == 1 and start < ran_at[0] < end, "the waiting call only ran once the loop was free"
+    finally:
+        hold.set()
+        server.stop()
+
+
+def test_a_model_that_was_slow_once_is_not_refused_for_good_on_its_old_call_times():
+    """Calls are refused when the model's recent mean time says they cannot finish; a refused call
+    measures nothing, so each such refusal shrinks the estimate until calls run (and measure) again."""
+    slow = {"left": 5}
+    app = BlazeApp()
+
+    @app.model("moody")
+    def moody(x: float) -> float:
+        if slow["left"] > 0:
+            slow["left"] -= 1
+            time.sleep(0.5)
+        return x
+
+    server = start_server(app, inline_budget_us=0)
+    pb2, rpc = _stubs(server)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = rpc.InferenceServiceStub(channel)
+            for _ in range(5):
+                assert stub.PredictMoody(pb2.MoodyRequest(x=1.0), timeout=10).result == 1.0
+            outcomes = []
+            for _ in range(200):
+                try:
+                    outcomes.append(stub.PredictMoody(pb2.MoodyRequest(x=2.0), timeout=0.3).result)
+                except grpc.RpcError as exc:
+                    outcomes.append(exc.code())
+                if outcomes[-1] == 2.0:
+                    break
+        assert outcomes[0] is grpc.StatusCode.DEADLINE_EXCEEDED  # 0.3 s left, the model took 0.5 s
+        assert outcomes[-1] == 2.0, "every call was refused on the model's old call times"
+        assert set(outcomes[:-1]) <= {grpc.StatusCode.DEADLINE_EXCEEDED}
+    finally:
+        server.stop()
