@@ -120,3 +120,31 @@ def test_cancelling_calls_within_the_allowance_keeps_the_connection() -> None:
             assert not client.goaways
     finally:
         server.stop(grace_period=5)
+
+
+def test_resets_of_calls_whose_own_deadline_is_nearly_up_are_not_a_flood() -> None:
+    """A client that gives up on its deadlines under overload resets every call it made; that is not
+    an attack (a stream that lived 90% of its grpc-timeout costs the server no less than one it
+    answers DEADLINE_EXCEEDED itself), so it does not spend the reset allowance. Resets of the same
+    calls made at once still do (the flood test above)."""
+    server = start_server(make_app(), max_resets_per_second=10)  # an allowance of 20 resets
+    pb2 = compile_stubs(server.proto_text).pb2
+    try:
+        with RawH2(server.address) as client:
+            streams = [client.request(PATH, metadata=[("grpc-timeout", "2S")]) for _ in range(60)]
+            time.sleep(1.85)  # past 90% of the 2 s deadline, before the server's own answer at 2 s
+            for stream_id in streams:
+                client.reset(stream_id, CANCEL)
+            stream_id = client.unary(PATH, pb2.DoubleRequest(x=6).SerializeToString())
+            response = client.response(stream_id)
+            assert not client.goaways
+            assert response.grpc_status == 0
+            assert pb2.DoubleResponse.FromString(response.messages()[0][1]).result == 12
+        with RawH2(server.address) as client:
+            streams = [client.request(PATH, metadata=[("grpc-timeout", "2S")]) for _ in range(60)]
+            for stream_id in streams:
+                client.reset(stream_id, CANCEL)
+            client.wait(lambda: bool(client.goaways), "GOAWAY", 5)
+            assert client.goaways[-1].error_code == ENHANCE_YOUR_CALM
+    finally:
+        server.stop(grace_period=5)

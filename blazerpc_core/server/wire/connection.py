@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import grpclib.server
 from grpclib.config import Configuration
 from grpclib.const import Status
-from grpclib.metadata import encode_grpc_message
+from grpclib.metadata import decode_timeout, encode_grpc_message
 from grpclib.protocol import Connection, EventsProcessor, H2Protocol, _set_nodelay
 from grpclib.protocol import Stream as H2Stream
 from h2.config import H2Configuration
@@ -41,6 +41,10 @@ _DEFAULT_WINDOW = 65535
 _MAX_STREAM_ID = 2**31 - 1
 #: Opaque data of the PING that separates the two GOAWAY frames of a graceful shutdown.
 _GOAWAY_PING = b"blzgoawy"
+#: A client reset after this share of the call's own ``grpc-timeout`` is the client giving up
+#: on its deadline, not a rapid reset: a stream that lived that long is no cheaper than one
+#: the server answers DEADLINE_EXCEEDED itself (the client's clock starts a little earlier).
+_GIVING_UP_SHARE = 0.9
 
 
 class _Quiet:
@@ -188,13 +192,15 @@ class WireProcessor(EventsProcessor):
             protocol.misbehaved("streams opened over SETTINGS_MAX_CONCURRENT_STREAMS")
             return
         headers = cast(list[tuple[str, str]], event.headers)
-        size, encoding, accept = 0, None, ""
+        size, encoding, accept, timeout = 0, None, "", None
         for name, value in headers:
             size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts (RFC 9113 6.5.2)
             if name == "grpc-encoding":
                 encoding = value
             elif name == "grpc-accept-encoding":
                 accept = value
+            elif name == "grpc-timeout":
+                timeout = value
         if size > limits.max_header_list_bytes:
             self._answer(stream_id, Status.RESOURCE_EXHAUSTED,
                          f"request headers are {size} bytes, over the server's limit of "
@@ -212,12 +218,18 @@ class WireProcessor(EventsProcessor):
             self.connection, self.h2, self.connection._transport, stream_id=stream_id,
             limits=protocol.limits, budget=protocol.server.budget, gzip_request=gzip_request, compress=compress,
         )
+        if timeout is not None:
+            with contextlib.suppress(ValueError):  # a malformed timeout is the call handler's to answer
+                stream.gives_up_at = time.monotonic() + _GIVING_UP_SHARE * decode_timeout(timeout)
         self.handler.accept(stream, headers, self.register(stream))
 
     def process_stream_reset(self, event: StreamReset) -> None:
-        unfinished = event.remote_reset and event.stream_id in self.streams
+        stream = self.streams.get(event.stream_id) if event.remote_reset else None
         super().process_stream_reset(event)
-        if unfinished:
+        if stream is None:
+            return
+        gives_up_at = getattr(stream, "gives_up_at", None)
+        if gives_up_at is None or time.monotonic() < gives_up_at:
             self.protocol.misbehaved("streams reset before the server finished them")
 
     def process_remote_settings_changed(self, event: RemoteSettingsChanged) -> None:

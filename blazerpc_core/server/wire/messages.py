@@ -50,6 +50,9 @@ class WireStream(H2Stream):
         self.gzip_request = gzip_request
         #: Responses are gzip-compressed (``grpc-encoding: gzip`` goes out with the headers).
         self.compress = compress
+        #: When (monotonic) a client reset counts as giving up on the call's own deadline
+        #: rather than as a rapid reset; None without a ``grpc-timeout``.
+        self.gives_up_at: float | None = None
 
     async def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
         """Every response header block (``:status`` first) says which encodings the server accepts.
