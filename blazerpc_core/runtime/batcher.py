@@ -6,10 +6,12 @@ handler awaits: no task or thread per request. One loop task per model asks the
 queue (priority order, at most ``max_batch_size`` rows, dropping requests whose deadline
 passed) and starts it while up to ``max_concurrent_batches`` run. A sync model runs in
 the server's thread pool together with the joining and splitting of its batch, so large
-tensors are never copied on the event loop; an async model runs on the loop. (Batches
-never use the invoker's inline promotion for tiny functions: one thread hop per batch is
-already shared by all its rows.) When a batch ends, each waiting future gets its share of
-the result, or its own error.
+tensors are never copied on the event loop; an async model runs on the loop. Batches
+that measure consistently cheap run inline on the loop instead (the batcher's own
+:class:`~blazerpc_core.runtime.executor.Inlining`), and a request that finds such a
+model idle, when the model's calls cost less than queueing (``ALONE_BELOW``), is called
+alone at once. When a batch ends, each waiting future gets its share of the result, or
+its own error.
 
 A handler cancelled while its request is queued (client gone, deadline passed) removes
 the request at once, so it never reaches the model and stops counting against the
