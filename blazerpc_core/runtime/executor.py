@@ -62,8 +62,8 @@ _MIN_OBSERVED = 5
 #: (without them half the runs of a 20 ms model with 50 ms deadlines ended after the caller left).
 _SAFETY = 1.25
 _ANSWER_TRAVEL = 0.002
-#: What a call refused on the estimate alone leaves of it (about 35 such refusals halve it).
-_FORGET = 0.98
+#: Seconds without a measured call after which refusals on the estimate start halving it.
+_STALE = 1.0
 
 
 def default_pool_size() -> int:
@@ -176,32 +176,38 @@ def _bind_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[...
 class CallTimes:
     """A model's running mean call time (seconds), to tell which calls can still finish in time."""
 
-    __slots__ = ("_count", "mean")
+    __slots__ = ("_count", "_measured", "mean")
 
     def __init__(self) -> None:
         self.mean = 0.0
         self._count = 0
+        #: When (monotonic) the last call was measured.
+        self._measured = 0.0
 
     def add(self, seconds: float) -> None:
         self._count += 1
         self.mean = seconds if self._count == 1 else self.mean + _SMOOTHING * (seconds - self.mean)
+        self._measured = time.monotonic()
 
     def too_late(self, deadline: float | None, now: float) -> bool:
         """True when a call starting ``now`` would end after ``deadline`` (monotonic seconds).
 
-        A call refused on the estimate alone (its deadline not yet passed) shrinks the
-        estimate a little: calls that ran slowly under contention must not leave a mean
-        that refuses every call for good, since a refused call measures nothing.
+        A refused call measures nothing, so an estimate that refuses every call would never
+        be corrected: once no call has been measured for ``_STALE`` seconds (or twice the
+        estimate, if longer), a refusal on the estimate alone halves it, and calls run (and
+        measure) again. Under overload calls keep running, so the estimate stays true.
         """
         if deadline is None:
             return False
         left = deadline - now
         if left <= 0:
             return True
-        if self._count >= _MIN_OBSERVED and left < self.mean * _SAFETY + _ANSWER_TRAVEL:
-            self.mean *= _FORGET
-            return True
-        return False
+        if self._count < _MIN_OBSERVED or left >= self.mean * _SAFETY + _ANSWER_TRAVEL:
+            return False
+        if now - self._measured > max(_STALE, 2 * self.mean):
+            self.mean /= 2
+            self._measured = now
+        return True
 
 
 class ModelBacklog:
