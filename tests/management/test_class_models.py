@@ -126,6 +126,8 @@ def test_while_a_model_loads_health_is_not_serving_and_calls_are_unavailable(tmp
     assert process.returncode == 0
     line = next(line for line in output.splitlines() if "model 'slow-load' version '1' ready" in line)
     assert "load " in line and "warm-up 0.2" in line
+    # The call refused while loading went through the access log like any other call.
+    assert any("PredictSlowLoad" in line and "UNAVAILABLE" in line for line in output.splitlines()), output
 
 
 def test_on_load_error_fail_stops_the_start_and_skip_serves_the_rest(tmp_path):
