@@ -81,8 +81,6 @@ class Batcher:
         #: Queued rows at which an arrival wakes the sleeping loop (None: arrivals do not).
         self._wake_rows: int | None = None
         self._batches: set[asyncio.Future[Any]] = set()
-        #: Whether this loop turn's arrivals are already due to be dispatched at its end.
-        self._turn_scheduled = False
         #: Whether batches of this (sync) model are cheap enough to compute on the loop.
         self.inlining = Inlining(invoker.inline_budget)
 
@@ -123,13 +121,10 @@ class Batcher:
         )
         queue.push(item)
         if not self.running and self._go_now(now):
-            # The model is idle and the rule says go: dispatch at the end of this loop turn
-            # rather than waking the dispatch loop, so the requests that arrived together
-            # (read from the same socket reads) share one call and batching costs nothing
-            # at low load.
-            if not self._turn_scheduled:
-                self._turn_scheduled = True
-                asyncio.get_running_loop().call_soon(self._dispatch_turn)
+            # The model is idle and the rule says go: dispatch here rather than waking the
+            # dispatch loop for it, so the model starts at once (deferring to the end of the
+            # loop turn, to gather that turn's arrivals, cost an accelerator-like model 5%).
+            self._dispatch(now)
         else:
             self._events.queue_depth(self.spec, queue.rows)
             if self._wake_rows is not None and queue.rows >= self._wake_rows:
@@ -208,12 +203,6 @@ class Batcher:
         if isinstance(outcome, BaseException):
             raise _raisable(outcome)
         return outcome
-
-    def _dispatch_turn(self) -> None:
-        """The arrivals of one loop turn, dispatched together while the model is still idle."""
-        self._turn_scheduled = False
-        if not self.running and self.queue.count and not self._closed:
-            self._dispatch(time.monotonic())
 
     def _go_now(self, now: float) -> bool:
         try:
