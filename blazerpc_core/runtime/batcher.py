@@ -290,7 +290,11 @@ class Batcher:
             outcomes, seconds, cpu = future.result()
             answered = True
             if cpu is not None:
-                self.inlining.pooled(cpu, seconds)
+                # Judged per row: once inline, a cheap model's lone requests run one row at a
+                # time, while the batches measured here grew with the load (at 16 clients,
+                # 8-row batches of x @ W kept it in the pool for good). A model that sleeps
+                # or waits still fails on the batch's whole wall time.
+                self.inlining.pooled(cpu / entry[1], seconds)
         self._batch_ended(entry[1], len(batch), seconds, observe=answered)
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item.future, outcome)
