@@ -595,3 +595,30 @@ def test_a_cheap_model_found_idle_runs_each_request_alone_on_the_loop_with_the_s
     assert list(call(10.0).result) == [5.0]  # the failures harmed nothing
     assert threads[-1] == "blazerpc-test-server"
     assert len(rec.waits) == waits  # none of them queued
+
+
+def test_batches_are_judged_cheap_by_their_cpu_per_row_so_bigger_batches_do_not_keep_a_cheap_model_in_the_pool(
+    blazerpc_serve, blazerpc_connect
+):
+    """Under load a cheap model's pool batches grow; judged whole, 4-row batches of 100 us a row
+    (400 us, over half the 400 us budget) kept it in the pool for good, each batch paying a hop."""
+    from blazerpc_core.runtime.executor import PROMOTE_AFTER
+
+    threads: list[str] = []
+    app = BlazeApp()
+
+    @app.model("busy", batch=True)
+    def busy(x: list[float]) -> list[float]:
+        threads.append(threading.current_thread().name)
+        end = time.thread_time() + 100e-6 * len(x)  # 100 us of CPU per row
+        while time.thread_time() < end:
+            pass
+        return x
+
+    conn, _ = serve(blazerpc_serve, blazerpc_connect, app, inline_budget_us=400)
+    call = lambda rows: conn.stub.PredictBusy(conn.pb2.BusyRequest(x=[1.0] * rows), timeout=TIMEOUT)
+    for i in range(PROMOTE_AFTER):
+        call(4 if i % 2 else 1)  # one-row batches show it is fast by the clock
+    assert all(name.startswith("blazerpc-model") for name in threads)
+    assert list(call(4).result) == [1.0] * 4
+    assert threads[-1] == "blazerpc-test-server"  # promoted: on the loop
