@@ -102,6 +102,9 @@ def test_metrics_after_known_traffic(blazerpc_serve: Any, blazerpc_connect: Any)
     assert samples[("blazerpc_batch_size_bucket", labels(**add, le="4.0"))] == 1
     assert samples[("blazerpc_queue_wait_seconds_count", labels(**add))] == 1
     assert samples[("blazerpc_queue_depth", labels(**add))] == 5
+    # The process's own resources, for sizing and recycling replicas.
+    assert samples[("process_resident_memory_bytes", ())] > 10 * 2**20
+    assert samples[("process_open_fds", ())] > 0
 
 
 def test_two_servers_keep_separate_registries(blazerpc_serve: Any, blazerpc_connect: Any) -> None:

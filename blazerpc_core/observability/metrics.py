@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from blazerpc_core.markers import hookimpl
 from blazerpc_core.server.supervisor import worker_id
@@ -52,8 +52,12 @@ class ServerMetrics:
     """The metric families of one server, in a registry of its own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        if registry is None:
+            registry = CollectorRegistry()
+            # The process's memory, CPU and file descriptors (process_resident_memory_bytes, ...):
+            # what an operator watches to size and recycle replicas.
+            ProcessCollector(registry=registry)
+        self.registry = r = registry
         self.requests = Counter(
             "blazerpc_requests_total", "Finished calls by gRPC status.", (*_LABELS, "code"), registry=r
         )
