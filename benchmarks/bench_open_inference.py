@@ -159,32 +159,19 @@ def _load_process(cpu: int | None, args: tuple[Any, ...], results: Any) -> None:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy so far (for what else ran in a window)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def _window(target: str, protocol: str, concurrency: int, warmup: float, duration: float, server: int,
             pin: bool) -> dict[str, Any]:
+    from benchmarks.harness import cpu_seconds, machine_busy_seconds  # the parent's only: workers stay light
+
     ctx = mp.get_context("spawn")
     marks, results = ctx.Queue(), ctx.Queue()
     process = ctx.Process(target=_load_process,
                           args=(1 if pin else None, (target, protocol, concurrency, warmup, duration, marks), results))
     process.start()
     _expect(marks, "start")
-    cpu0, busy0 = _cpu_seconds(server), _machine_busy_seconds()
+    cpu0, busy0 = cpu_seconds(server), machine_busy_seconds()
     _expect(marks, "end")
-    cpu1, busy1 = _cpu_seconds(server), _machine_busy_seconds()
+    cpu1, busy1 = cpu_seconds(server), machine_busy_seconds()
     row: dict[str, Any] = results.get(timeout=120)
     row["server_cpu"] = (cpu1 - cpu0) / duration
     # Everything else that ran meanwhile (other sessions' tests, say), in cores: noise when >= 0.2.

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import math
 import os
@@ -40,13 +39,12 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -59,6 +57,7 @@ if not __package__:  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.apps.soak_app import BUG_INPUT, COLS, weights
+from benchmarks.harness import bench_lock, cpu_seconds, free_port, machine_busy_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "benchmarks" / "apps"
@@ -70,9 +69,6 @@ MODULE = "benchmarks.bench_overload"
 HOST = "127.0.0.1"
 SERVICE = "blazerpc.InferenceService"
 SERVER_CORE, CLIENT_CORE = 0, 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: Machine-wide lock the suite's harness takes too, so two benchmarks do not measure at once.
-LOCK_PATH = Path(os.environ.get("BLAZERPC_BENCH_LOCK", "/tmp/blazerpc-bench.lock"))
 #: One TCP connection per 16 in-flight calls (at most 4), as the suite's load generator.
 CALLS_PER_CHANNEL, MAX_CHANNELS = 16, 4
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
@@ -94,35 +90,12 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    """An unused loopback port (a tiny race, harmless on 127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def proc_status(pid: int) -> dict[str, str]:
     """/proc/PID/status as a dict (empty once the process is gone)."""
     with contextlib.suppress(OSError):
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
         return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
     return {}
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (0 once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (/proc/stat without idle and iowait)."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
 
 
 def load_average() -> list[float]:
@@ -228,31 +201,6 @@ class Server:
             fds = -1
         rss_kib = int(status.get("VmRSS", "0 kB").split()[0])
         return {"rss_mib": round(rss_kib / 1024, 2), "fds": fds, "threads": int(status.get("Threads", "0"))}
-
-
-@contextlib.contextmanager
-def bench_lock(timeout: float) -> Iterator[bool]:
-    """Wait for other benchmark runs on this machine (flock); yields False if it gave up waiting."""
-    with LOCK_PATH.open("a") as handle:
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    log(f"# {LOCK_PATH} still held after {timeout:.0f} s; running anyway")
-                    yield False
-                    return
-                if not told:
-                    log(f"# another benchmark holds {LOCK_PATH}; waiting up to {timeout:.0f} s")
-                    told = True
-                time.sleep(0.5)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- rpcs
@@ -867,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": {"server_core": server_core, "client_core": CLIENT_CORE if pin else None},
     }
     started = time.monotonic()
-    with bench_lock(args.lock_timeout) as locked:
+    with bench_lock(timeout=args.lock_timeout) as locked:
         results["machine"]["bench_lock_held"] = locked
         results["machine"]["load_average_measuring"] = load_average()
         if "overload" in args.phases:

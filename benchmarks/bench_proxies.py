@@ -37,7 +37,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import RESULTS_DIR, bench_lock, machine_busy_seconds, system_info
+from benchmarks.harness import RESULTS_DIR, bench_lock, cpu_seconds, machine_busy_seconds, system_info
 from benchmarks.loadgen import LoadConfig, run_load
 from blazerpc_core.testing import cli_stubs
 from tests.deploy.cluster import (
@@ -60,21 +60,12 @@ BENCH_APP = str(ROOT / "benchmarks" / "apps" / "bench_app.py")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of one live process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
 def _measure(target: str, cfg: LoadConfig, groups: dict[str, list[int]]) -> dict[str, Any]:
     """One closed-loop window against ``target``; CPU per call of each process group in it."""
     cpu: dict[str, float] = {}
 
     def on_window(edge: str) -> None:
-        samples = {name: sum(_cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+        samples = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
         samples["machine"] = machine_busy_seconds()
         for name, used in samples.items():
             cpu[name] = used - cpu.get(name, 0.0) if edge == "end" else used

@@ -116,8 +116,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one live process (all its threads)."""
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, all its threads (0 once it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -170,7 +170,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and its live descendants."""
-        return sum(_cpu_seconds(p) for p in [self.proc.pid, *_children(self.proc.pid)])
+        return sum(cpu_seconds(p) for p in [self.proc.pid, *_children(self.proc.pid)])
 
     def rss_mib(self) -> float:
         """Resident memory of the server and its live descendants, in MiB."""
