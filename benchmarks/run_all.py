@@ -16,6 +16,8 @@ streaming    streams vs raw; time to first item vs a unary call        items/s >
 oip          Open Inference Protocol vs the native rpc, same model     >= 0.9x (bench_open_inference.py)
 footprint    idle RSS, spawn to first answer                           <= 60 MiB, <= 0.5 s
 client       blazerpc's client vs a bare grpclib call (bench_client.py) reported
+proxies      opt-in (--only proxies, ~7 min): replicas behind Envoy and nginx (bench_proxies.py): Envoy vs
+             direct reported; 0 failed calls when replicas drain or restart one by one
 
 A scenario in which another process used >= 0.2 cores during a measured window
 ("noisy") is run once more when the time budget allows, and the quieter attempt is kept
@@ -45,7 +47,7 @@ if not __package__:  # run as a script: make the `benchmarks` package importable
 from benchmarks import bench_streaming, peer_scenarios, scenarios
 from benchmarks.harness import REPO_ROOT, RESULTS_DIR, bench_lock, markdown_table, system_info, write_results
 from benchmarks.scenarios import Timing
-from benchmarks.suite import SERVER_ENV, Check, ScenarioResult, at_least, info
+from benchmarks.suite import SERVER_ENV, Check, ScenarioResult, at_least, at_most, info
 
 
 @dataclass
@@ -119,6 +121,37 @@ def scenario_client(plan: RunPlan, out_dir: Path) -> ScenarioResult:
                                                        "client_cpu_us_per_call", "extra_cpu_us_per_call"))
 
 
+def scenario_proxies(plan: RunPlan, out_dir: Path) -> ScenarioResult:
+    """bench_proxies.py (opt-in: about 7 min, needs Envoy and nginx): replicas behind a proxy.
+
+    Throughput through Envoy to two replicas against one replica called directly, and the
+    calls lost while replicas stop, restart one by one or are killed.
+    """
+    path = out_dir / "proxies.json"
+    argv = [sys.executable, "-m", "benchmarks.bench_proxies", "--output", str(path)]
+    if plan.timing.repeats == 1:
+        argv.append("--quick")
+    subprocess.run(argv, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+    doc = json.loads(path.read_text())
+    through = doc["throughput"]
+    envoy, direct = through["envoy_2_replicas"], through["direct_1_replica"]
+    checks = [info("proxies", "c=64 add req/s through Envoy to 2 replicas vs 1 replica direct", envoy["rps"],
+                   direct["rps"], unit="req/s", paired=through["ratio_envoy_over_direct"],
+                   note=f"Envoy {envoy['cpu_us_per_call']['envoy']} us CPU per call; proxy, replicas and load "
+                        "share the machine's cores")]
+    rows = [{"server": r["proxy"], **r} for r in doc["scenarios"]]
+    for row in rows:
+        lossless = "killed" not in row["scenario"] and (row["proxy"] != "envoy-no-retries" or row.get("drain_delay_s"))
+        if lossless:  # a SIGKILL may fail the calls the replica held; without retries a drain needs its delay
+            checks.append(at_most("proxies", f"{row['proxy']}: {row['scenario']}: failed calls", row["failed"], None,
+                                  0, unit="calls", note=f"of {row['calls']}"))
+        else:
+            checks.append(info("proxies", f"{row['proxy']}: {row['scenario']}: failed calls", row["failed"], None,
+                               unit="calls", note=f"of {row['calls']}"))
+    return ScenarioResult("proxies", "replicas behind Envoy and nginx (bench_proxies.py)", rows, checks,
+                          {"argv": argv[1:]}, columns=("proxy", "scenario", "calls", "failed", "drain_delay_s"))
+
+
 Runner = Callable[[RunPlan, Path], ScenarioResult]
 SCENARIOS: dict[str, Runner] = {
     "matmul": lambda p, _: scenarios.scenario_matmul(p.timing),
@@ -130,13 +163,16 @@ SCENARIOS: dict[str, Runner] = {
     "footprint": lambda p, _: scenarios.scenario_footprint(p.timing),
     "client": scenario_client,
 }
+#: Run only when named in --only (minutes each, and they need more than Python).
+OPT_IN_SCENARIOS: dict[str, Runner] = {"proxies": scenario_proxies}
 PEER_SCENARIOS: dict[str, Runner] = {
     "peers": lambda p, _: peer_scenarios.scenario_peers(p.timing, p.pytriton, p.mlserver),
     "peers-accelerator": lambda p, _: peer_scenarios.scenario_peers_accelerator(p.timing, p.pytriton, p.mlserver),
 }
 #: Seconds each scenario takes in a full run (quick: about a third), to keep reruns within the budget.
 EXPECTED_S: dict[str, float] = {"matmul": 290, "defaults": 170, "add": 65, "accelerator": 45, "streaming": 300,
-                                "oip": 75, "footprint": 15, "client": 40, "peers": 480, "peers-accelerator": 140}
+                                "oip": 75, "footprint": 15, "client": 40, "proxies": 430, "peers": 480,
+                                "peers-accelerator": 140}
 
 
 # --------------------------------------------------------------------------- reporting
@@ -236,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 s windows, one repeat, no reruns")
-    parser.add_argument("--only", default="", help=f"comma list of scenarios: {', '.join(SCENARIOS)}")
+    parser.add_argument("--only", default="",
+                        help=f"comma list of scenarios: {', '.join(SCENARIOS)}; opt-in: {', '.join(OPT_IN_SCENARIOS)}")
     parser.add_argument("--peers", action="store_true", help="run the peer scenarios instead (opt-in)")
     parser.add_argument("--pytriton-python", default=os.environ.get("BENCH_PYTRITON_PYTHON"),
                         help="python of PyTriton's virtualenv (env BENCH_PYTRITON_PYTHON)")
@@ -251,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     plan = RunPlan(base.timing, base.budget_s, base.client_rounds, args.pytriton_python, args.mlserver_python)
-    table = PEER_SCENARIOS if args.peers else SCENARIOS
-    keys = [] if args.report else [k.strip() for k in args.only.split(",") if k.strip()] or list(table)
+    table = PEER_SCENARIOS if args.peers else SCENARIOS | OPT_IN_SCENARIOS
+    keys = [] if args.report else [k.strip() for k in args.only.split(",") if k.strip()] or list(
+        PEER_SCENARIOS if args.peers else SCENARIOS)
     unknown = [k for k in keys if k not in table]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(table)}")
