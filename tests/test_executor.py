@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from blazerpc_core import BlazeApp
 from blazerpc_core.runtime.executor import DEMOTE_WINDOW, PROMOTE_AFTER, ModelPool
 
@@ -97,3 +99,44 @@ def test_a_pool_answering_calls_one_after_another_uses_one_thread():
         assert [t.name for t in threading.enumerate() if t.name.startswith("one-at-a-time")] == ["one-at-a-time-1"]
     finally:
         pool.shutdown()
+
+
+def test_calls_waiting_for_a_model_slot_are_cancelled_when_a_shutdown_drops_them():
+    """A shutdown drops pool work not yet started; a model's calls waiting behind it must end too,
+    not wait forever on a future nobody will complete."""
+    from blazerpc_core.runtime.executor import ModelBacklog
+
+    pool = ModelPool(1)
+    release = threading.Event()
+    pool.submit(release.wait, 10)  # the pool's only thread is busy
+    backlog = ModelBacklog(1, pool, lambda args, deadline: args[0])
+    queued = backlog.submit((1,), None)  # in the pool's queue
+    waiting = backlog.submit((2,), None)  # in the model's backlog
+    pool.shutdown(cancel_futures=True)
+    release.set()
+    assert queued.cancelled() and waiting.cancelled()
+    with pytest.raises(RuntimeError):  # and a closed pool refuses new calls at once
+        backlog.submit((3,), None)
+
+
+def test_a_model_slot_is_handed_to_the_next_waiting_call_in_order():
+    from blazerpc_core.runtime.executor import ModelBacklog
+
+    pool = ModelPool(4)
+    ran: list[int] = []
+    gate = threading.Event()
+
+    def run(args: tuple[int], deadline: float | None) -> int:
+        if args[0] == 0:
+            gate.wait(10)
+        ran.append(args[0])
+        return args[0]
+
+    backlog = ModelBacklog(1, pool, run)
+    futures = [backlog.submit((i,), None) for i in range(4)]
+    time.sleep(0.05)
+    assert ran == []  # one slot: the rest wait behind the first call
+    gate.set()
+    assert [f.result(10) for f in futures] == [0, 1, 2, 3]
+    assert ran == [0, 1, 2, 3]
+    pool.shutdown()

@@ -241,12 +241,22 @@ class ModelBacklog:
                 return future
             self._running += 1
         try:
-            self._pool.submit(self._drain, future, args, deadline)
+            work = self._pool.submit(self._drain, future, args, deadline)
         except BaseException:
             with self._lock:
                 self._running -= 1
             raise
+        work.add_done_callback(lambda done: self._abandon(future) if done.cancelled() else None)
         return future
+
+    def _abandon(self, future: Future[Any]) -> None:
+        """The pool dropped our work before it started (a shutdown): end this call and the waiting ones."""
+        with self._lock:
+            waiting = [item[0] for item in self._backlog]
+            self._backlog.clear()
+            self._running -= 1
+        for dropped in (future, *waiting):
+            dropped.cancel()
 
     def _drain(self, future: Future[Any], args: Sequence[Any], deadline: float | None) -> None:
         """In a pool thread: run this call, then the model's waiting ones, until none is left."""
