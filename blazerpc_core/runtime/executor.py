@@ -3,9 +3,9 @@
 Sync functions run in one bounded pool of threads shared by the server; async functions
 run on the loop. :class:`Invoker` hides which, and guards the pool three ways:
 
-* **A cap per model.** At most ``max_concurrency`` calls of one model wait in or run on
-  the pool at once, so a model that hangs or crawls takes some threads, never all: the
-  other models keep theirs.
+* **A cap per model.** At most ``max_concurrency`` calls of one model are in the pool at
+  once (the rest wait in the model's :class:`ModelBacklog`), so a model that hangs or
+  crawls takes some threads, never all: the other models keep theirs.
 * **No work for callers that are gone.** A call whose deadline has passed, or that would
   not finish before it (judged from the model's recent call times), is refused in the
   pool thread just before the model would run, even when the event loop is too busy to
