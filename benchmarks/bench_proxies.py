@@ -51,7 +51,7 @@ from tests.deploy.cluster import (
     Replica,
     nginx_binary,
     replicas,
-    rolling_restart,
+    rolling_restart_under_load,
     wait_all_routed,
 )
 
@@ -166,12 +166,7 @@ def rolling(work: Path, proxy: str, factory: ProxyFactory, stubs: Any) -> dict[s
     with _cluster(work, factory, 3) as (group, front):
         wait_all_routed(front.address, stubs, group)
         started = time.monotonic()
-        with Load(front.address, stubs, rate=100, count=100 * 120, sleep_ms=20) as load:
-            time.sleep(1)
-            codes = rolling_restart(load, group, front)
-            time.sleep(1)
-            load.stop()
-            report = load.join()
+        codes, report = rolling_restart_under_load(front.address, stubs, group, front, count=100 * 120, sleep_ms=20)
     return _result("rolling restart of 3", proxy, report, drain_delay_s=DRAIN_DELAY, exit_codes=codes,
                    seconds=round(time.monotonic() - started, 1))
 

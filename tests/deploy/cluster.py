@@ -472,3 +472,28 @@ def rolling_restart(load: Load, group: Sequence[Replica], proxy: Proxy) -> list[
             proxy.wait_healthy([replica])
         wait_routed(load, replica)
     return codes
+
+
+def rolling_restart_under_load(
+    address: str, stubs: Any, group: Sequence[Replica], proxy: Proxy, *, count: int = 100 * 90, sleep_ms: int = 50
+) -> tuple[list[int], LoadReport]:
+    """:func:`rolling_restart` while calls go through ``address`` at 100/s, from a second before to a second after.
+
+    Returns the old processes' exit codes and what the calls got.
+    """
+    with Load(address, stubs, rate=100, count=count, sleep_ms=sleep_ms) as load:
+        time.sleep(1)
+        codes = rolling_restart(load, group, proxy)
+        time.sleep(1)
+        load.stop()
+        return codes, load.join()
+
+
+def assert_round_robin(address: str, stubs: Any) -> None:
+    """300 calls through ``address`` to replicas r1 to r3 all succeed, spread per call (100 each, at least 80)."""
+    with Load(address, stubs, rate=150, count=300, sleep_ms=5) as load:
+        report = load.join()
+    assert not report.failed, report.summary()
+    counts = report.by_replica()
+    assert sorted(counts) == ["r1.1", "r2.1", "r3.1"], counts
+    assert min(counts.values()) >= 80, counts

@@ -17,10 +17,11 @@ from tests.deploy.cluster import (
     DRAIN_DELAY,
     Envoy,
     Load,
+    assert_round_robin,
     envoy_binary,
     render,
     replicas,
-    rolling_restart,
+    rolling_restart_under_load,
     wait_all_routed,
 )
 
@@ -56,12 +57,7 @@ def test_rendering_changes_only_the_placeholders():
 def test_calls_are_spread_over_every_replica_and_gzip_passes_both_ways(workdir, stubs):
     with replicas(3) as group, Envoy(workdir, group) as envoy:
         wait_all_routed(envoy.address, stubs, group)
-        with Load(envoy.address, stubs, rate=150, count=300, sleep_ms=5) as load:
-            report = load.join()
-        assert not report.failed, report.summary()
-        counts = report.by_replica()
-        assert sorted(counts) == ["r1.1", "r2.1", "r3.1"], counts
-        assert min(counts.values()) >= 80, counts  # round robin per call: 100 each
+        assert_round_robin(envoy.address, stubs)
 
         # gzip: a compressed request reaches a replica compressed, and its answer comes back compressed.
         words = ["blazerpc"] * 2000
@@ -97,12 +93,7 @@ def test_a_replica_killed_mid_call_loses_no_call_the_retries_save_its_calls(work
 
 def test_a_rolling_restart_of_every_replica_loses_no_call(workdir, stubs):
     with replicas(3) as group, Envoy(workdir, group) as envoy:
-        with Load(envoy.address, stubs, rate=100, count=100 * 90, sleep_ms=50) as load:
-            time.sleep(1)
-            codes = rolling_restart(load, group, envoy)
-            time.sleep(1)
-            load.stop()
-            report = load.join()
+        codes, report = rolling_restart_under_load(envoy.address, stubs, group, envoy)
         assert codes == [0, 0, 0]
         assert not report.failed, report.summary()
         counts = report.by_replica()

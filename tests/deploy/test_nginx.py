@@ -12,7 +12,16 @@ import time
 
 import grpc
 
-from tests.deploy.cluster import DRAIN_DELAY, Load, Nginx, Replica, render, replicas, rolling_restart
+from tests.deploy.cluster import (
+    DRAIN_DELAY,
+    Load,
+    Nginx,
+    Replica,
+    assert_round_robin,
+    render,
+    replicas,
+    rolling_restart_under_load,
+)
 
 
 def test_the_rendered_server_block_passes_nginx_t(workdir, nginx):
@@ -35,12 +44,7 @@ def test_the_rendered_server_block_passes_nginx_t(workdir, nginx):
 
 def test_calls_are_spread_over_every_replica_and_gzip_passes_both_ways(workdir, stubs, nginx):
     with replicas(3) as group, Nginx(workdir, group) as proxy:
-        with Load(proxy.address, stubs, rate=150, count=300, sleep_ms=5) as load:
-            report = load.join()
-        assert not report.failed, report.summary()
-        counts = report.by_replica()
-        assert sorted(counts) == ["r1.1", "r2.1", "r3.1"], counts
-        assert min(counts.values()) >= 80, counts  # round robin per call: 100 each
+        assert_round_robin(proxy.address, stubs)
 
         words = ["blazerpc"] * 2000
         with grpc.insecure_channel(proxy.address) as channel:
@@ -59,12 +63,7 @@ def test_calls_are_spread_over_every_replica_and_gzip_passes_both_ways(workdir, 
 
 def test_a_rolling_restart_of_every_replica_loses_no_call(workdir, stubs, nginx):
     with replicas(3) as group, Nginx(workdir, group) as proxy:
-        with Load(proxy.address, stubs, rate=100, count=100 * 90, sleep_ms=50) as load:
-            time.sleep(1)
-            codes = rolling_restart(load, group, proxy)
-            time.sleep(1)
-            load.stop()
-            report = load.join()
+        codes, report = rolling_restart_under_load(proxy.address, stubs, group, proxy)
         assert codes == [0, 0, 0]
         assert not report.failed, report.summary()
         assert {"r1.2", "r2.2", "r3.2"} <= set(report.by_replica()), report.by_replica()
