@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -22,14 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repo root: benchmarks.model
 
+from benchmarks.peers import free_port  # noqa: E402
+
 MAX_BATCH = 32
 BATCH_SECONDS = 0.005
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -39,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-mlserver-") as tmp:
         folder = Path(tmp)
         (folder / "settings.json").write_text(json.dumps({
-            "host": "127.0.0.1", "grpc_port": args.port, "http_port": _free_port(), "metrics_port": _free_port(),
+            "host": "127.0.0.1", "grpc_port": args.port, "http_port": free_port(), "metrics_port": free_port(),
             "parallel_workers": 0, "debug": False, "metrics_endpoint": None,
         }))
         for name, accelerator in (("classify", False), ("slow", True)):

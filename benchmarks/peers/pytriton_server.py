@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import sysconfig
 from pathlib import Path
@@ -23,15 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: benchmarks.model
 
 from benchmarks import model
+from benchmarks.peers import free_port
 
 MAX_BATCH = 32
 QUEUE_DELAY_US = 2000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -54,7 +48,7 @@ def main() -> None:
         return {"result": model.accelerator(x)}
 
     config = TritonConfig(grpc_address="127.0.0.1", grpc_port=args.port, http_address="127.0.0.1",
-                          http_port=_free_port(), metrics_port=_free_port(), allow_gpu_metrics=False, log_verbose=0)
+                          http_port=free_port(), metrics_port=free_port(), allow_gpu_metrics=False, log_verbose=0)
     batcher = DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_US)
     batching = ModelConfig(max_batch_size=MAX_BATCH, batcher=batcher)
     with Triton(config=config) as triton:
