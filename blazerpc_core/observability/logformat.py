@@ -33,21 +33,20 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
-        if second != self._second:
-            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
-            self._second = second
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return self._time(record.created)
 
     def direct(self, name: str, created: float, message: str | None, fields: dict[str, Any]) -> str | None:
         """The INFO line :meth:`format` would make of such a record, or None when ``fmt`` is not the default."""
         if self._fmt != TEXT_FORMAT or message is None:
             return None
+        return f"{self._time(created)} INFO {name}: {message}"
+
+    def _time(self, created: float) -> str:
         second = int(created)
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(created))
             self._second = second
-        return f"{self._stamp},{int((created - second) * 1000):03d} INFO {name}: {message}"
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,27 +62,25 @@ class JsonFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            self._second = second
-        return f"{self._stamp}.{int(record.msecs):03d}Z"
+        return self._time(record.created)
 
     def direct(self, name: str, created: float, message: str | None, fields: dict[str, Any]) -> str:
         """The INFO line :meth:`format` would make of a record of ``name`` carrying ``fields``.
 
         ``message`` may be None for loggers whose fields are the whole line (the access log).
         """
-        second = int(created)
-        if second != self._second:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-            self._second = second
-        entry: dict[str, Any] = {"time": f"{self._stamp}.{int((created - second) * 1000):03d}Z", "level": "INFO",
-                                 "logger": name}
+        entry: dict[str, Any] = {"time": self._time(created), "level": "INFO", "logger": name}
         if name not in _FIELDS_ONLY:
             entry["message"] = message
         entry.update(fields)
         return json.dumps(entry, default=str)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
