@@ -7,10 +7,10 @@ run on the loop. :class:`Invoker` hides which, and guards the pool three ways:
   once (the rest wait in the model's :class:`ModelBacklog`), so a model that hangs or
   crawls takes some threads, never all: the other models keep theirs.
 * **No work for callers that are gone.** A call whose deadline has passed, or that would
-  not finish before it (judged from the model's recent call times), is refused in the
-  pool thread just before the model would run, even when the event loop is too busy to
-  have noticed yet. Under overload the model's time goes to calls that can still be
-  answered.
+  not finish before it (judged from the model's recent call times), is refused: on the
+  loop, by a timer, the moment a waiting call could no longer start in time, and again in
+  the pool thread just before the model would run, in case the loop was too busy to
+  notice. Under overload the model's time goes to calls that can still be answered.
 * **Daemon threads.** :class:`ModelPool` threads never hold up process exit, so a
   shutdown is bounded by the grace period whatever model code does.
 
@@ -189,6 +189,13 @@ class CallTimes:
         self.mean = seconds if self._count == 1 else self.mean + _SMOOTHING * (seconds - self.mean)
         self._measured = time.monotonic()
 
+    def latest_start(self, deadline: float | None) -> float | None:
+        """The last moment (monotonic) a call could start and still finish by ``deadline``;
+        None without a deadline or before the estimate is trusted."""
+        if deadline is None or self._count < _MIN_OBSERVED:
+            return None
+        return deadline - (self.mean * _SAFETY + _ANSWER_TRAVEL)
+
     def too_late(self, deadline: float | None, now: float) -> bool:
         """True when a call starting ``now`` would end after ``deadline`` (monotonic seconds).
 
@@ -218,8 +225,9 @@ class ModelBacklog:
     (as a semaphore on the loop would) costs two loop turns per call, and under overload,
     with the loop busy refusing late calls, left a 20 ms model's slots idle an eighth of
     the time. Each call is checked against its deadline just before it runs (``run``
-    raises DEADLINE_EXCEEDED for one that can no longer be answered in time), so the
-    late ones ahead of it cost the thread microseconds.
+    raises DEADLINE_EXCEEDED for one that can no longer be answered in time); most late
+    ones were cancelled on the loop before (see ``Invoker._queued``) and cost the thread
+    nothing.
     """
 
     __slots__ = ("_backlog", "_limit", "_lock", "_pool", "_run", "_running")
@@ -401,11 +409,35 @@ class Invoker:
             return result
         if self.times.too_late(deadline, time.monotonic()):
             raise self.late()  # checked here too: refusing on the loop saves the thread hop
-        backlog = self._backlog
-        submitted = self.pool.submit(self._run, args, deadline) if backlog is None else backlog.submit(args, deadline)
-        result, cpu, wall = await asyncio.wrap_future(submitted)
+        if self._backlog is None:
+            result, cpu, wall = await asyncio.wrap_future(self.pool.submit(self._run, args, deadline))
+        else:
+            result, cpu, wall = await self._queued(self._backlog, args, deadline)
         self.inlining.pooled(cpu, wall)
         return result
+
+    async def _queued(self, backlog: ModelBacklog, args: Sequence[Any], deadline: float | None) -> Any:
+        """Run through the model's backlog; a call still waiting when it could no longer start in
+        time is refused here, on the loop's own timer.
+
+        Under overload most waiting calls end that way. Refused by the pool thread instead,
+        each would cost the thread a wake-up of the loop and a wait for the GIL between two
+        runs of the model: idle model time.
+        """
+        submitted = backlog.submit(args, deadline)
+        start_by = self.times.latest_start(deadline)
+        if start_by is None or submitted.done():
+            return await asyncio.wrap_future(submitted)
+        give_up = asyncio.get_running_loop().call_later(start_by - time.monotonic(), submitted.cancel)
+        try:
+            return await asyncio.wrap_future(submitted)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if submitted.cancelled() and task is not None and not task.cancelling():
+                raise self.late() from None  # our timer, not the caller, ended the wait
+            raise
+        finally:
+            give_up.cancel()
 
     def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float, float]:
         """In a pool thread: refuse a call that can no longer be answered in time, else run it."""

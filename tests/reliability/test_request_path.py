@@ -327,3 +327,36 @@ def test_a_model_that_was_slow_once_is_not_refused_for_good_on_its_old_call_time
         assert set(outcomes[:-1]) <= {grpc.StatusCode.DEADLINE_EXCEEDED}
     finally:
         server.stop()
+
+
+def test_a_call_waiting_for_a_model_slot_is_refused_once_it_could_no_longer_finish_and_never_runs():
+    """Under overload most waiting calls end this way, so the loop refuses them on its own timer,
+    before their deadline, instead of a pool thread finding them hopeless between two runs."""
+    ran: list[float] = []
+    app = BlazeApp()
+
+    @app.model("paced")
+    def paced(x: float, seconds: float) -> float:
+        ran.append(x)
+        time.sleep(seconds)
+        return x
+
+    server = start_server(app, max_model_threads=1, inline_budget_us=0)
+    pb2, rpc = _stubs(server)
+    try:
+        with grpc.insecure_channel(server.address) as channel, concurrent.futures.ThreadPoolExecutor(2) as pool:
+            stub = rpc.InferenceServiceStub(channel)
+            for _ in range(5):  # the model's mean call time becomes ~0.1 s
+                assert stub.PredictPaced(pb2.PacedRequest(x=0.0, seconds=0.1), timeout=10).result == 0.0
+            busy = pool.submit(stub.PredictPaced, pb2.PacedRequest(x=1.0, seconds=1.5), timeout=20)
+            while ran[-1:] != [1.0]:
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.PredictPaced(pb2.PacedRequest(x=2.0, seconds=0.1), timeout=0.5)
+            assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            # The server's refusal (about 0.13 s before the deadline), not the client's own timer.
+            assert "too close to finish" in (refused.value.details() or "")
+            assert busy.result().result == 1.0
+        assert 2.0 not in ran
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import grpclib.server
 from grpclib.config import Configuration
 from grpclib.const import Status
-from grpclib.metadata import decode_timeout, encode_grpc_message
+from grpclib.metadata import Deadline, decode_timeout, encode_grpc_message
 from grpclib.protocol import Connection, EventsProcessor, H2Protocol, _set_nodelay
 from grpclib.protocol import Stream as H2Stream
 from h2.config import H2Configuration
@@ -220,7 +220,9 @@ class WireProcessor(EventsProcessor):
         )
         if timeout is not None:
             with contextlib.suppress(ValueError):  # a malformed timeout is the call handler's to answer
-                stream.gives_up_at = time.monotonic() + _GIVING_UP_SHARE * decode_timeout(timeout)
+                seconds, now = decode_timeout(timeout), time.monotonic()
+                stream.deadline = Deadline(_timestamp=now + seconds)
+                stream.gives_up_at = now + _GIVING_UP_SHARE * seconds
         self.handler.accept(stream, headers, self.register(stream))
 
     def process_stream_reset(self, event: StreamReset) -> None:

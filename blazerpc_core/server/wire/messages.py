@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from grpclib.exceptions import GRPCError
+from grpclib.metadata import Deadline
 from grpclib.protocol import Connection
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Stream
@@ -53,6 +54,8 @@ class WireStream(H2Stream):
         #: When (monotonic) a client reset counts as giving up on the call's own deadline
         #: rather than as a rapid reset; None without a ``grpc-timeout``.
         self.gives_up_at: float | None = None
+        #: The call's deadline counted from when its headers arrived; None without a ``grpc-timeout``.
+        self.deadline: Deadline | None = None
 
     async def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
         """Every response header block (``:status`` first) says which encodings the server accepts.
@@ -96,6 +99,17 @@ class GzipStream(WireStream):
         except BlazeError as exc:  # grpclib answers only its own error type with a status
             raise GRPCError(exc.status, exc.message) from None
         return PREFIX.pack(False, len(self._inflated))
+
+
+def call_deadline(stream: Stream[Any, Any]) -> Deadline | None:
+    """The call's deadline, counted from when its headers arrived.
+
+    grpclib counts it from when the call's handler first runs, a loop turn or more later;
+    under load that is milliseconds, and work started on the later deadline ends after the
+    caller has left.
+    """
+    h2_stream = stream._stream
+    return h2_stream.deadline if isinstance(h2_stream, WireStream) and h2_stream.deadline else stream.deadline
 
 
 async def receive_message(
