@@ -20,6 +20,7 @@ from grpclib.protocol import Connection
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Stream
 from h2.connection import H2Connection
+from hpack import NeverIndexedHeaderTuple
 
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
@@ -69,7 +70,9 @@ class WireStream(H2Stream):
             if self.compress and not end_stream:
                 headers.append(("grpc-encoding", "gzip"))
         if end_stream:
-            headers = [(n, v, True) if n in UNIQUE_HEADERS else (n, v) for n, v in headers]  # type: ignore[misc]
+            # A HeaderTuple subclass, not a (name, value, True) triple: h2 rebuilds plain
+            # tuples as pairs, which dropped the flag and indexed every request id.
+            headers = [NeverIndexedHeaderTuple(n, v) if n in UNIQUE_HEADERS else (n, v) for n, v in headers]  # type: ignore[misc]
         await super().send_headers(headers, end_stream)
 
 
