@@ -349,8 +349,10 @@ def test_a_call_waiting_for_a_model_slot_is_refused_once_it_could_no_longer_fini
             for _ in range(5):  # the model's mean call time becomes ~0.1 s
                 assert stub.PredictPaced(pb2.PacedRequest(x=0.0, seconds=0.1), timeout=10).result == 0.0
             busy = pool.submit(stub.PredictPaced, pb2.PacedRequest(x=1.0, seconds=1.5), timeout=20)
-            while ran[-1:] != [1.0]:
+            give_up = time.monotonic() + 10
+            while ran[-1:] != [1.0] and time.monotonic() < give_up:
                 time.sleep(0.01)
+            assert ran[-1:] == [1.0], "the long call never started"
             with pytest.raises(grpc.RpcError) as refused:
                 stub.PredictPaced(pb2.PacedRequest(x=2.0, seconds=0.1), timeout=0.5)
             assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
