@@ -136,6 +136,10 @@ class Batcher:
                 queue.discard(item)
                 self._events.queue_depth(self.spec, queue.rows)
             raise
+        finally:
+            # A failure's traceback keeps this frame, and the item's future holds the failure:
+            # without this, a cycle would keep the request until the garbage collector runs.
+            del item
 
     async def stream(self, args: Sequence[Any], ctx: CallContext) -> AsyncIterator[Any]:
         raise BlazeError(f"model {self.label} is batched, and batched models do not stream")
@@ -201,7 +205,10 @@ class Batcher:
         self.inlining.ran_inline(seconds)
         self._batch_ended(rows, 1, seconds, observe=answered)
         if isinstance(outcome, BaseException):
-            raise _raisable(outcome)
+            try:
+                raise _raisable(outcome)
+            finally:
+                del outcome  # as in submit: the traceback keeps this frame, which must not keep the error
         return outcome
 
     def _go_now(self, now: float) -> bool:

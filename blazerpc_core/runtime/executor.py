@@ -274,6 +274,9 @@ class ModelBacklog:
                     future.set_result(self._run(args, deadline))
                 except BaseException as exc:  # handed to whoever awaits the future
                     future.set_exception(exc)
+            # A failed call's traceback keeps this frame: it must not keep the call (a cycle
+            # through the future, freed only by the collector, with its arguments) too.
+            del future, args
             with self._lock:
                 if not self._backlog:
                     self._running -= 1
@@ -426,9 +429,9 @@ class Invoker:
         """
         submitted = backlog.submit(args, deadline)
         start_by = self.times.latest_start(deadline)
-        if start_by is None or submitted.done():
-            return await asyncio.wrap_future(submitted)
-        give_up = asyncio.get_running_loop().call_later(start_by - time.monotonic(), submitted.cancel)
+        give_up = None
+        if start_by is not None and not submitted.done():
+            give_up = asyncio.get_running_loop().call_later(start_by - time.monotonic(), submitted.cancel)
         try:
             return await asyncio.wrap_future(submitted)
         except asyncio.CancelledError:
@@ -437,7 +440,10 @@ class Invoker:
                 raise self.late() from None  # our timer, not the caller, ended the wait
             raise
         finally:
-            give_up.cancel()
+            if give_up is not None:
+                give_up.cancel()
+            # A failure's traceback keeps this frame; the future holds the failure: no cycle.
+            del submitted
 
     def _run(self, args: Sequence[Any], deadline: float | None) -> tuple[Any, float, float]:
         """In a pool thread: refuse a call that can no longer be answered in time, else run it."""

@@ -126,6 +126,7 @@ class ThreadedIterator:
             if ended:
                 self._ended = True
                 self._error = error or self._error
+            del error  # see _burst_of_items
             # A spent burst with room left continues in a fresh task, behind queued work.
             again = not self._ended and not self._stopping and not self._full()
             self._filling = again
@@ -163,7 +164,12 @@ class ThreadedIterator:
         if self._stopping and not ended:
             self._close_iterator()
             ended = True
-        return ended, error
+        try:
+            return ended, error
+        finally:
+            # The error's traceback keeps this frame: holding the error here too would be a
+            # cycle that keeps the call's data until the garbage collector runs.
+            del error
 
     def _close_iterator(self) -> None:
         close = getattr(self._iterator, "close", None)
@@ -200,7 +206,10 @@ class ThreadedIterator:
                 if self._ended or self._stopping:
                     error, self._error = self._error, None
                     if error is not None:
-                        raise error
+                        try:
+                            raise error
+                        finally:
+                            del error  # see _burst_of_items
                     raise StopAsyncIteration
                 waiter = self._waiter = self._loop.create_future()
             if not self._filling:
@@ -324,7 +333,10 @@ class LoopIterator:
             if not self._items:
                 error, self._error = self._error, None
                 if error is not None:
-                    raise error
+                    try:
+                        raise error
+                    finally:
+                        del error  # a traceback keeps this frame: it must not keep the error
                 raise StopIteration
             item = self._items.popleft()
             resume = self._paused and len(self._items) <= self._ahead // 2

@@ -185,7 +185,13 @@ async def submit(ctx: CallContext) -> Any:
 
 async def raise_unread(ctx: CallContext) -> Any:
     assert isinstance(ctx, Call) and ctx.unread is not None
-    raise ctx.unread
+    # Taken off the context: the error's traceback will hold frames that hold the context,
+    # and a cycle would keep the request until the garbage collector runs.
+    error, ctx.unread = ctx.unread, None
+    try:
+        raise error
+    finally:
+        del error
 
 
 async def raise_refused(ctx: CallContext) -> Any:
