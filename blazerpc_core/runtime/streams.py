@@ -319,6 +319,7 @@ class LoopIterator:
                     self._ended = True
                     self._error = error
                 self._cond.notify_all()
+            del error  # see ThreadedIterator._burst_of_items
 
     def __iter__(self) -> LoopIterator:
         return self
