@@ -189,12 +189,16 @@ class CallTimes:
         self.mean = seconds if self._count == 1 else self.mean + _SMOOTHING * (seconds - self.mean)
         self._measured = time.monotonic()
 
+    def _needed(self) -> float:
+        """Seconds a call needs from its start to its answer reaching the caller, by the estimate."""
+        return self.mean * _SAFETY + _ANSWER_TRAVEL
+
     def latest_start(self, deadline: float | None) -> float | None:
         """The last moment (monotonic) a call could start and still finish by ``deadline``;
         None without a deadline or before the estimate is trusted."""
         if deadline is None or self._count < _MIN_OBSERVED:
             return None
-        return deadline - (self.mean * _SAFETY + _ANSWER_TRAVEL)
+        return deadline - self._needed()
 
     def too_late(self, deadline: float | None, now: float) -> bool:
         """True when a call starting ``now`` would end after ``deadline`` (monotonic seconds).
@@ -209,7 +213,7 @@ class CallTimes:
         left = deadline - now
         if left <= 0:
             return True
-        if self._count < _MIN_OBSERVED or left >= self.mean * _SAFETY + _ANSWER_TRAVEL:
+        if self._count < _MIN_OBSERVED or left >= self._needed():
             return False
         if now - self._measured > max(_STALE, 2 * self.mean):
             self.mean /= 2
