@@ -192,18 +192,24 @@ class Batcher:
         return self.inlining.state == "inline" and not invoker.is_async and invoker.times.mean < ALONE_BELOW
 
     def _run_alone(self, args: Sequence[Any], rows: int, deadline: float | None) -> Any:
-        """One request as a batch of its own, computed here: no queue, no future, no loop turn."""
+        """One request as a batch of its own, computed here: no queue, no future, no join, no loop turn."""
+        invoker = self._invoker
+        if invoker.times.too_late(deadline, time.monotonic()):
+            raise invoker.late()
         self._events.batch_dispatched(self.spec, rows, 1)
         started = time.perf_counter()
-        answered = False
         try:
-            outcome = self._compute([args], [rows], [deadline])[0][0]
-            answered = True
-        except Exception as exc:
-            outcome = exc
-        seconds = time.perf_counter() - started
+            result = invoker.call_sync(invoker.func, *args)
+            seconds = time.perf_counter() - started
+            invoker.times.add(seconds)
+            outcome = self.plan.split(result, (rows,))[0]
+        except Exception:
+            seconds = time.perf_counter() - started
+            self.inlining.ran_inline(seconds)
+            self._batch_ended(rows, 1, seconds, observe=False)
+            raise
         self.inlining.ran_inline(seconds)
-        self._batch_ended(rows, 1, seconds, observe=answered)
+        self._batch_ended(rows, 1, seconds, observe=True)
         if isinstance(outcome, BaseException):
             try:
                 raise _raisable(outcome)

@@ -76,10 +76,20 @@ class BatchPlan:
         """
         if not self.outputs:
             return [None] * len(sizes)
+        values = self._checked_outputs(result, sum(sizes))
+        if len(sizes) == 1:
+            return [self._outcome(values)]
+        pieces = [
+            # A plain list also carries per-row results (and exceptions) for tensor outputs.
+            _split_list(value, sizes) if isinstance(value, list) else axis.split(value, sizes)
+            for (_, axis), value in zip(self.outputs, values, strict=True)
+        ]
+        return [self._outcome([piece[index] for piece in pieces]) for index in range(len(sizes))]
+
+    def _checked_outputs(self, result: Any, total: int) -> list[Any]:
+        """Each output's value; INTERNAL unless every one has ``total`` rows."""
         record = self.output_record
         values = [result] if record is None else [getattr(result, name) for name, _ in self.outputs]
-        total = sum(sizes)
-        pieces = []
         for (name, axis), value in zip(self.outputs, values, strict=True):
             try:
                 rows: int | None = axis.rows(value)
@@ -87,29 +97,21 @@ class BatchPlan:
                 rows = None
             if rows != total:
                 got = f"{rows} rows" if rows is not None else f"a {type(value).__name__} without rows"
-                where = "its result" if self.output_record is None else f"output {name!r}"
+                where = "its result" if record is None else f"output {name!r}"
                 raise BlazeError(
                     f"batched model {self.label} returned {got} in {where} for a batch of {total} rows; "
                     "a batched model must return one row per input row"
                 )
-            if len(sizes) == 1:
-                pieces.append([value])
-            elif isinstance(value, list):
-                # A plain list also carries per-row results (and exceptions) for tensor outputs.
-                pieces.append(_split_list(value, sizes))
-            else:
-                pieces.append(axis.split(value, sizes))
-        outcomes: list[Any] = []
-        for index in range(len(sizes)):
-            parts = [piece[index] for piece in pieces]
-            failure = _first_failure(parts)
-            if failure is not None:
-                outcomes.append(failure)
-            elif self.output_record is not None:
-                outcomes.append(self.output_record(**{n: p for (n, _), p in zip(self.outputs, parts, strict=True)}))
-            else:
-                outcomes.append(parts[0])
-        return outcomes
+        return values
+
+    def _outcome(self, parts: list[Any]) -> Any:
+        """One request's answer from its share of each output, or the exception found in its rows."""
+        failure = _first_failure(parts)
+        if failure is not None:
+            return failure
+        if self.output_record is not None:
+            return self.output_record(**{n: p for (n, _), p in zip(self.outputs, parts, strict=True)})
+        return parts[0]
 
 
 def _split_list(value: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
