@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,4 +180,54 @@ def test_direct_lines_only_when_nothing_else_would_see_the_record() -> None:
         assert handler.stream.getvalue().endswith(" INFO direct-test.access: m\n")  # type: ignore[attr-defined]
     finally:
         root.removeHandler(handler)
+        handler.close()
+
+
+def test_a_slow_log_stream_never_holds_up_the_thread_that_logs() -> None:
+    """Stderr piped to a stalled reader: queueing a line must not wait for the write in progress,
+    batches still go out whole and in order, and one writer thread does it all (none per batch)."""
+
+    class StalledStream(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writing = threading.Event()
+            self.release = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.writing.set()
+            assert self.release.wait(10)
+            return super().write(text)
+
+    stream = StalledStream()
+    handler = BatchedStreamHandler(interval=0.01)
+    handler.setStream(stream)
+    handler.setFormatter(TextFormatter("%(message)s"))
+    try:
+        handler.write("first")
+        assert stream.writing.wait(10)  # the writer thread is now stuck in write()
+        queued = threading.Event()
+
+        def log_more() -> None:
+            for n in range(100):
+                handler.write(f"line {n}")
+            queued.set()
+
+        threading.Thread(target=log_more, daemon=True).start()
+        assert queued.wait(5), "queueing a line waited for the stalled stream"
+        stream.release.set()
+        deadline = time.monotonic() + 10
+        while stream.getvalue().count("\n") < 101 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue().splitlines() == ["first", *(f"line {n}" for n in range(100))]
+        writers = [t for t in threading.enumerate() if t.name == "blazerpc-log-writer"]
+        assert len(writers) >= 1 and sum(t.is_alive() for t in writers) == len(writers)
+        before = {t.ident for t in writers}
+        for n in range(5):  # five more batches, each after the writer went back to waiting
+            handler.write(f"later {n}")
+            time.sleep(0.05)
+        handler.flush()
+        assert stream.getvalue().splitlines()[-5:] == [f"later {n}" for n in range(5)]
+        assert {t.ident for t in threading.enumerate() if t.name == "blazerpc-log-writer"} == before
+    finally:
+        stream.release.set()
         handler.close()

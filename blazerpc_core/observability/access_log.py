@@ -8,6 +8,7 @@ fields also ride on the record as ``record.blazerpc`` for handlers that want the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -70,7 +71,7 @@ class AccessLogMiddleware:
 def _text(fields: dict[str, Any]) -> str:
     """``key=value`` pairs; values that would break the split (error messages) are quoted."""
     line = (
-        f"method={fields['method']} model={_value(fields['model'])} version={_value(fields['version'])} "
+        f"method={fields['method']} model={_name(fields['model'])} version={_name(fields['version'])} "
         f"peer={fields['peer'] or '-'} status={fields['status']} latency_ms={fields['latency_ms']} "
         f"request_id={fields['request_id'] or '-'}"
     )
@@ -82,6 +83,12 @@ def _text(fields: dict[str, Any]) -> str:
 
 
 _QUOTED = frozenset(' "=\n\t')
+
+
+@functools.lru_cache(maxsize=256)
+def _name(value: Any) -> str:
+    """:func:`_value` of a model's name or version: the server's own few strings, so worth keeping."""
+    return _value(value)
 
 
 def _value(value: Any) -> str:

@@ -104,6 +104,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     The standard handler flushes after every record, a ``write`` system call per access-log
     line, on the event loop. Here INFO and DEBUG lines wait (at most ``interval`` s, or
     until 64 KiB are pending); a WARNING or worse goes out at once with everything before it.
+
+    One daemon thread does the waiting and writing. Queueing a line only appends it under a
+    short lock: the lock is never held while the stream is written (a slow pipe would stall
+    the event loop behind it), and no thread is started per batch (starting one made the
+    loop wait for it).
     """
 
     def __init__(self, interval: float = 0.2) -> None:
@@ -111,7 +116,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: list[str] = []
         self._size = 0
         self._interval = interval
-        self._timer: threading.Timer | None = None
+        #: Set when lines wait and the writer should wake; the writer clears it.
+        self._due = threading.Event()
+        #: Held while writing the stream, so batches go out whole and in order.
+        self._writing = threading.Lock()
+        self._writer: threading.Thread | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -125,28 +134,35 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Queue one formatted line (``level`` decides whether it waits)."""
         line += self.terminator
         with self.lock:  # type: ignore[union-attr]
+            first = not self._pending
             self._pending.append(line)
             self._size += len(line)
             urgent = level >= logging.WARNING or self._size >= 65536
-            if not urgent and self._timer is None:
-                self._timer = threading.Timer(self._interval, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+            if first and not urgent and self._writer is None:
+                self._writer = threading.Thread(target=self._write_batches, name="blazerpc-log-writer", daemon=True)
+                self._writer.start()
         if urgent:
+            self.flush()
+        elif first:
+            self._due.set()
+
+    def _write_batches(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            time.sleep(self._interval)
             self.flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            pending, self._pending, self._size = self._pending, [], 0
-            timer, self._timer = self._timer, None
+        with self._writing:
+            with self.lock:  # type: ignore[union-attr]
+                pending, self._pending, self._size = self._pending, [], 0
             if pending:
                 try:
                     self.stream.write("".join(pending))
                     self.stream.flush()
                 except (OSError, ValueError):  # the stream is gone (closed at exit): nothing to do
                     pass
-        if timer is not None and timer is not threading.current_thread():
-            timer.cancel()
 
 
 class DirectLine:
