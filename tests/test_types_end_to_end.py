@@ -86,3 +86,41 @@ def test_versions_side_by_side(client):
     assert stub.PredictVersionMe(pb2.VersionMeRequest(x=10)).result == 12
     assert stub.PredictVersionMeV1(pb2.VersionMeV1Request(x=10)).result == 11
     assert stub.PredictVersionMeV2(pb2.VersionMeV2Request(x=10)).result == 12
+
+
+def test_returned_arrays_travel_under_their_wire_name_whatever_their_byte_order_or_alias(
+    blazerpc_serve, blazerpc_connect
+):
+    """A model may return big-endian arrays or C-type aliases (longlong, intc, single): each goes out
+    little-endian under its plain name. One a client could not read back is INTERNAL, not garbage."""
+    import grpc
+
+    from blazerpc_core import BlazeApp
+
+    values = {
+        "big": np.array([1.5, -2.0], dtype=">f8"),
+        "longlong": np.array([1, 2], dtype=np.longlong),
+        "intc": np.array([3, 4], dtype=np.intc),
+        "single": np.array([5.0], dtype=np.single),
+        "bool": np.array([True, False]),
+        "longdouble": np.array([1.0], dtype=np.longdouble),
+        "datetime": np.array(["2026-11-30"], dtype="datetime64[D]"),
+        "text": np.array(["a"]),
+    }
+    app = BlazeApp()
+
+    @app.model("give")
+    def give(kind: str) -> np.ndarray:
+        return values[kind]
+
+    conn = blazerpc_connect(blazerpc_serve(app))
+    expected = {"big": "float64", "longlong": "int64", "intc": "int32", "single": "float32", "bool": "bool"}
+    for kind, name in expected.items():
+        answer = conn.stub.PredictGive(conn.pb2.GiveRequest(kind=kind), timeout=10).result
+        assert answer.dtype == name
+        np.testing.assert_array_equal(array_from_proto(answer), values[kind])
+    for kind in ("longdouble", "datetime", "text"):
+        with pytest.raises(grpc.RpcError) as refused:
+            conn.stub.PredictGive(conn.pb2.GiveRequest(kind=kind), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INTERNAL
+        assert "cannot travel in a TensorProto" in refused.value.details()
