@@ -151,11 +151,13 @@ class CallSteps:
         else:
             raise exc
         message = cap_message(message)
-        ctx.finish(status.name, message)
         try:
             await stream.send_trailing_metadata(status=status, status_message=message, metadata=ctx.trailers())
         except Exception:  # the client may be gone; nothing left to tell it
             log.debug("could not send status to %s", ctx.peer)
+        finally:
+            # After the status is out, as for answered calls: on_done work never delays it.
+            ctx.finish(status.name, message)
 
 
 async def unary(route: RouteView, stream: Stream[Any, Any], ctx: Call) -> None:

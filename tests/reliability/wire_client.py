@@ -43,6 +43,8 @@ class RawStream:
     """What the server sent on one stream."""
 
     headers: list[list[tuple[str, str]]] = field(default_factory=list)
+    #: Each header block as it came, HPACK-encoded.
+    blocks: list[bytes] = field(default_factory=list)
     data: bytearray = field(default_factory=bytearray)
     reset: int | None = None
     ended: bool = False
@@ -275,6 +277,7 @@ class RawH2:
                 block = b"".join(f.data for f in self._header_block)
                 self._header_block = []
                 assert stream is not None
+                stream.blocks.append(block)
                 stream.headers.append([(str(k), str(v)) for k, v in self.decoder.decode(block)])
                 if "END_STREAM" in first.flags:
                     stream.ended = True

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import grpclib.server
 from grpclib.config import Configuration
@@ -32,7 +32,8 @@ from hpack import table as hpack_table
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
-from blazerpc_core.server.wire.messages import GzipStream, WireStream
+from blazerpc_core.server.wire.messages import GzipStream, WireEncoder, WireStream
+from blazerpc_core.server.wire.writes import CoalescingTransport
 
 log = logging.getLogger("blazerpc.server")
 
@@ -79,55 +80,6 @@ class WireOwner(Protocol):
 
     def calmed(self, peer: str, what: str) -> None:
         """A connection was closed with ENHANCE_YOUR_CALM for ``what`` (resets or refusals too fast)."""
-
-
-class CoalescingTransport:
-    """A transport whose writes within one turn of the event loop leave together, in one send.
-
-    grpclib writes each header block and DATA frame as soon as h2 produces it, so a unary
-    answer costs three ``send`` system calls (headers, message, trailers), and the calls
-    answered in one turn of the loop several more. Joining them is the largest single
-    saving on the request path; the bytes leave at the start of the next turn. Flow
-    control is unchanged: the real transport still buffers and pauses the protocol.
-    """
-
-    __slots__ = ("_chunks", "_loop", "_scheduled", "transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport = transport
-        self._loop = loop
-        self._chunks: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._chunks.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if not self._chunks:
-            return
-        chunks, self._chunks = self._chunks, []
-        if not self.transport.is_closing():
-            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def abort(self) -> None:
-        self._chunks.clear()
-        self.transport.abort()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.transport.get_extra_info(name, default)
 
 
 class WireConnection(Connection):
@@ -217,6 +169,7 @@ class WireProcessor(EventsProcessor):
         stream = (GzipStream if gzip_request else WireStream)(
             self.connection, self.h2, self.connection._transport, stream_id=stream_id,
             limits=protocol.limits, budget=protocol.server.budget, gzip_request=gzip_request, compress=compress,
+            served=self.streams,
         )
         if timeout is not None:
             with contextlib.suppress(ValueError):  # a malformed timeout is the call handler's to answer
@@ -293,6 +246,7 @@ class WireProtocol(H2Protocol):
             self._peer = f"{peer[0]}:{peer[1]}"
         limits = self.limits
         h2 = H2Connection(config=self.h2_config)
+        h2.encoder = WireEncoder()
         # The first SETTINGS frame advertises the limits the processor enforces per stream...
         h2.local_settings = wire_settings(limits, limits.max_concurrent_streams)
         h2.initiate_connection()

@@ -11,7 +11,7 @@ import asyncio
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence, Sized
 from typing import Any
 
 from grpclib.exceptions import GRPCError
@@ -20,10 +20,11 @@ from grpclib.protocol import Connection
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Stream
 from h2.connection import H2Connection
-from hpack import NeverIndexedHeaderTuple
+from hpack import Encoder, NeverIndexedHeaderTuple
 
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, InvalidArgument, ResourceExhausted
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
+from blazerpc_core.server.wire.writes import CoalescingTransport
 
 #: The gRPC message prefix: compressed flag, big-endian length.
 PREFIX = struct.Struct(">?I")
@@ -37,14 +38,33 @@ GZIP_LEVEL = 1
 UNIQUE_HEADERS = frozenset({"x-request-id"})
 
 
+class WireEncoder(Encoder):
+    """HPACK encoding in which a block carrying a never-indexed value (a request id) is not Huffman-coded.
+
+    Such a value is new on every call, so it is sent as a literal each time; Huffman-coding
+    a 15-character id cost 4.6 us of the 9.4 us it takes to encode a call's trailers and
+    saved 4 bytes. The rest of such a block (``grpc-status``, repeated error messages) is
+    indexed, so it has nothing else to code.
+    """
+
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
+        block = list(headers)  # h2 passes a generator
+        if huffman and any(type(header) is NeverIndexedHeaderTuple for header in block):
+            huffman = False
+        return super().encode(block, huffman)
+
+
 class WireStream(H2Stream):
     """grpclib's HTTP/2 stream plus what the wire layer decided about this call."""
 
     def __init__(
         self, connection: Connection, h2_connection: H2Connection, transport: asyncio.Transport, *,
         stream_id: int, limits: WireLimits, budget: ByteBudget, gzip_request: bool, compress: bool,
+        served: Sized = (),
     ) -> None:
         super().__init__(connection, h2_connection, transport, stream_id=stream_id)
+        #: The streams this connection is serving now, this one included.
+        self.served = served
         self.limits = limits
         #: The server-wide budget of request bytes being received.
         self.budget = budget
@@ -78,6 +98,12 @@ class WireStream(H2Stream):
             # tuples as pairs, which dropped the flag and indexed every request id.
             headers = [NeverIndexedHeaderTuple(n, v) if n in UNIQUE_HEADERS else (n, v) for n, v in headers]  # type: ignore[misc]
         await super().send_headers(headers, end_stream)
+        writes: Any = self._transport
+        if end_stream and len(self.served) <= 1 and type(writes) is CoalescingTransport:
+            # The last answer this connection owes goes out now rather than at the start of the
+            # next loop turn: nothing else could join its send, and the call's own clean-up
+            # (middleware, accounting) would otherwise run before its bytes leave.
+            writes.flush()
 
 
 class GzipStream(WireStream):
