@@ -9,11 +9,12 @@ one is created and stepped in the model pool in bursts (see
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blazerpc_core.errors import BlazeError
-from blazerpc_core.runtime.streams import ThreadedIterator
+from blazerpc_core.runtime.executor import Inlining
+from blazerpc_core.runtime.streams import InlineIterator, ThreadedIterator
 from blazerpc_core.spec import Streaming
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ class DirectRunner:
         # A client stream's length is the client's to choose: the model's recent call
         # times say nothing about whether this one can finish in time.
         self._judge_deadline = not shape.client_streams
+        #: Whether this (server-streaming, sync) model's generators are cheap enough to step on the
+        #: loop; a bidi generator waits for the client's messages, which must never happen there.
+        self.inlining = Inlining(invoker.inline_budget if shape is Streaming.SERVER else 0.0)
 
     async def submit(self, args: Sequence[Any], ctx: CallContext) -> Any:
         return await self.invoker(args, ctx.expires_at() if self._judge_deadline else None)
@@ -36,11 +40,20 @@ class DirectRunner:
     async def stream(self, args: Sequence[Any], ctx: CallContext) -> AsyncIterator[Any]:
         invoker = self.invoker
         if not invoker.is_async:
-            # Even creating the iterator may be model work, so it happens in the pool too.
+            # Even creating the iterator may be model work, so it happens in the pool too
+            # (or on the loop, once the model's items have proved cheap).
             def make() -> Iterable[Any]:
                 return _checked(invoker.call_sync(invoker.func, *args), invoker.label)
 
-            return ThreadedIterator(make, invoker.pool, enter=invoker.enter)
+            inlining = self.inlining
+            if inlining.state == "off":
+                return ThreadedIterator(make, invoker.pool, enter=invoker.enter)
+            measured = inlining.pooled
+
+            def threaded(source: Callable[[], Iterable[Any]]) -> ThreadedIterator:
+                return ThreadedIterator(source, invoker.pool, enter=invoker.enter, measured=measured)
+
+            return InlineIterator(make, inlining, threaded) if inlining.state == "inline" else threaded(make)
         results = invoker.func(*args)
         if hasattr(results, "__await__"):
             results = await results

@@ -22,12 +22,16 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blazerpc_core.errors import Unavailable
+
+if TYPE_CHECKING:
+    from blazerpc_core.runtime.executor import Inlining
 
 log = logging.getLogger("blazerpc.streams")
 
@@ -60,6 +64,7 @@ class ThreadedIterator:
         ahead_bytes: int = DEFAULT_AHEAD_BYTES,
         burst: int = DEFAULT_BURST,
         enter: Callable[[Callable[[], Any]], Any] | None = None,
+        measured: Callable[[float, float], None] | None = None,
     ) -> None:
         if ahead < 1 or ahead_bytes < 1 or burst < 1:
             raise ValueError("ahead, ahead_bytes and burst must be at least 1")
@@ -67,6 +72,8 @@ class ThreadedIterator:
         self._make = make_iterable
         #: Wraps each burst of model code in its pool thread (a framework's per-thread mode).
         self._enter = enter
+        #: Told each burst's thread CPU seconds and wall seconds per item (see InlineIterator).
+        self._measured = measured
         self._pool = pool
         self._ahead = ahead
         self._ahead_bytes = ahead_bytes
@@ -78,6 +85,8 @@ class ThreadedIterator:
         self._items: deque[Any] = deque()
         self._bytes_in = 0
         self._bytes_out = 0
+        #: Items computed so far (written by the producer only).
+        self._produced = 0
         self._iterator: Iterator[Any] | None = None
         # Guarded by _lock. _filling: a pool task is queued or running (at most one is, so
         # the generator is never entered twice at once).
@@ -115,6 +124,7 @@ class ThreadedIterator:
         return len(self._items) >= self._ahead or self._bytes_in - self._bytes_out >= self._ahead_bytes
 
     def _fill(self) -> None:
+        cpu, wall, produced = time.thread_time(), time.perf_counter(), self._produced
         if self._enter is None:
             ended, error = self._burst_of_items()
         else:
@@ -122,6 +132,12 @@ class ThreadedIterator:
                 ended, error = self._enter(self._burst_of_items)
             except BaseException as exc:  # the wrapper itself failed: end the stream with its error
                 ended, error = True, exc
+        if self._measured is not None and error is None:
+            items = max(1, self._produced - produced)
+            with contextlib.suppress(RuntimeError):  # told on the loop, which owns the decision
+                self._loop.call_soon_threadsafe(
+                    self._measured, (time.thread_time() - cpu) / items, (time.perf_counter() - wall) / items
+                )
         with self._lock:
             if ended:
                 self._ended = True
@@ -151,6 +167,7 @@ class ThreadedIterator:
                     break
                 item = next(self._iterator)
                 self._bytes_in += _size(item)
+                self._produced += 1
                 self._items.append(item)
                 with self._lock:
                     woken, self._waiter = self._waiter, None
@@ -263,6 +280,119 @@ class ThreadedIterator:
             self._submit()
         if idle is not None:
             await asyncio.shield(idle)
+
+
+class InlineIterator:
+    """An async iterator over a cheap sync generator, stepped on the loop: no thread hop at all.
+
+    For server-streaming models whose items the pool measured as cheap: the model's
+    :class:`~blazerpc_core.runtime.executor.Inlining` promotes them as it does unary
+    models. Each step is timed and reported; once the model is sent back to the pool, the
+    rest of the stream continues in a :class:`ThreadedIterator` (``threaded``). Items are
+    computed only when the sender asks (``ready`` computes at most what one write takes),
+    and other work gets the loop every ``burst`` items.
+    """
+
+    def __init__(
+        self,
+        make_iterable: Callable[[], Iterable[Any]],
+        inlining: Inlining,
+        threaded: Callable[[Callable[[], Iterable[Any]]], ThreadedIterator],
+        *,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        self._make = make_iterable
+        self._inlining = inlining
+        self._threaded = threaded
+        self._burst = burst
+        self._iterator: Iterator[Any] | None = None
+        self._pooled: ThreadedIterator | None = None
+        self._ended = False
+        #: An error ``ready`` met, raised at the next ``__anext__``.
+        self._error: Exception | None = None
+        self._since_yield = 0
+
+    def __aiter__(self) -> InlineIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._pooled is None and not self._ended and self._inlining.state != "inline":
+            self._to_pool()
+        if self._pooled is not None:
+            return await self._pooled.__anext__()
+        if self._error is not None:
+            error, self._error = self._error, None
+            try:
+                raise error
+            finally:
+                del error  # the traceback keeps this frame: no cycle through it
+        self._since_yield += 1
+        if self._since_yield >= self._burst:
+            self._since_yield = 0
+            await asyncio.sleep(0)  # other calls' work runs between long runs of items
+        item = self._step()
+        if item is _END:
+            raise StopAsyncIteration
+        return item
+
+    def ready(self, max_items: int, max_bytes: int) -> list[Any]:
+        """Up to ``max_items`` more items (about ``max_bytes``), computed now, to go out in one write."""
+        if self._pooled is not None:
+            return self._pooled.ready(max_items, max_bytes)
+        taken: list[Any] = []
+        size = 0
+        while len(taken) < max_items and size < max_bytes and self._inlining.state == "inline":
+            try:
+                item = self._step()
+            except Exception as exc:  # raised by __anext__, once the items before it are sent
+                self._error = exc
+                break
+            if item is _END:
+                break
+            size += _size(item)
+            taken.append(item)
+        self._since_yield += len(taken)
+        return taken
+
+    def _step(self) -> Any:
+        """The next item, or _END: model code, timed for the inlining decision."""
+        if self._ended:
+            return _END
+        started = time.perf_counter()
+        try:
+            if self._iterator is None:
+                self._iterator = iter(self._make())
+            return next(self._iterator)
+        except StopIteration:
+            self._ended = True
+            return _END
+        except BaseException:
+            self._ended = True
+            raise
+        finally:
+            self._inlining.ran_inline(time.perf_counter() - started)
+
+    def _to_pool(self) -> None:
+        iterator = self._iterator
+        self._pooled = self._threaded(self._make if iterator is None else lambda: iterator)
+
+    async def aclose(self) -> None:
+        """Close the generator: its ``finally`` blocks run here, or in the pool once the stream moved there."""
+        self._ended = True
+        if self._pooled is not None:
+            await self._pooled.aclose()
+            return
+        close = getattr(self._iterator, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:  # nobody is left to receive it
+            log.warning("closing a model's stream raised", exc_info=True)
+
+
+#: What InlineIterator._step returns once the generator is done.
+_END = object()
 
 
 class LoopIterator:

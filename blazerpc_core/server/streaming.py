@@ -28,7 +28,7 @@ from grpclib.server import Stream
 
 from blazerpc_core.call import CallContext
 from blazerpc_core.errors import BlazeError, Cancelled, DeadlineExceeded, Unavailable
-from blazerpc_core.runtime.streams import LoopIterator, ThreadedIterator
+from blazerpc_core.runtime.streams import InlineIterator, LoopIterator, ThreadedIterator
 from blazerpc_core.server.status import cut_short_status
 from blazerpc_core.server.wire.messages import send_message, send_messages
 from blazerpc_core.spec import Streaming
@@ -128,9 +128,9 @@ async def _send_results(
         results = await route.call(ctx)
         if not hasattr(results, "__aiter__"):
             raise BlazeError(f"the middleware of {route.method.rpc} did not pass the model's stream on")
-        threaded = isinstance(results, ThreadedIterator)
+        in_writes = isinstance(results, (ThreadedIterator, InlineIterator))  # items computed ahead: batch them
         async for result in results:
-            if threaded:
+            if in_writes:
                 await _send_ready(route, stream, ctx, [result, *results.ready(COALESCE_ITEMS, COALESCE_BYTES)])
             else:
                 await send_message(stream, route.steps.response(route, result))
@@ -235,7 +235,7 @@ async def _close_requests(items: Any, ctx: CallContext) -> None:
 
 
 async def _close_results(results: Any) -> None:
-    if isinstance(results, ThreadedIterator):
+    if isinstance(results, (ThreadedIterator, InlineIterator)):
         # Sync model code cannot be interrupted; its finally blocks run before the call is
         # over (and before a shutting-down server closes its thread pool).
         await _despite_cancellation(results.aclose())
