@@ -4,7 +4,8 @@ Unary and client-streaming calls go through the invoker's guarded call (the mode
 thread cap and deadline checks). A server or bidirectional stream is a generator: a sync
 one is created and stepped in the model pool in bursts (see
 :class:`~blazerpc_core.runtime.streams.ThreadedIterator`) through the invoker's
-``enter``; an async one runs on the loop.
+``enter``, or, for a server stream whose items the pool measured as cheap, on the loop
+(:class:`~blazerpc_core.runtime.streams.InlineIterator`); an async one runs on the loop.
 """
 
 from __future__ import annotations
