@@ -189,13 +189,7 @@ class ThreadedIterator:
             del error
 
     def _close_iterator(self) -> None:
-        close = getattr(self._iterator, "close", None)
-        if close is None:
-            return
-        try:
-            close()
-        except Exception:  # nobody is left to receive it
-            log.warning("closing a model's stream raised", exc_info=True)
+        _close(self._iterator)
 
     def _wake(self, future: asyncio.Future[None] | None) -> None:
         if future is not None:
@@ -382,17 +376,22 @@ class InlineIterator:
         if self._pooled is not None:
             await self._pooled.aclose()
             return
-        close = getattr(self._iterator, "close", None)
-        if close is None:
-            return
-        try:
-            close()
-        except Exception:  # nobody is left to receive it
-            log.warning("closing a model's stream raised", exc_info=True)
+        _close(self._iterator)
 
 
 #: What InlineIterator._step returns once the generator is done.
 _END = object()
+
+
+def _close(iterator: Iterator[Any] | None) -> None:
+    """Close a model's generator (its ``finally`` blocks run); an error there is only logged."""
+    close = getattr(iterator, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # nobody is left to receive it
+        log.warning("closing a model's stream raised", exc_info=True)
 
 
 class LoopIterator:
