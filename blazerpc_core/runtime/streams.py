@@ -2,18 +2,22 @@
 
 Sync model code must never block the loop, and a stream must never hold a pool thread
 while it waits for a slow client (a handful of slow readers would starve every other
-sync model). Both bridges therefore hand items over through a small bounded buffer:
+sync model). The two thread bridges therefore hand items over through a small bounded
+buffer, and the third needs none:
 
 * :class:`ThreadedIterator` (sync generator → loop): a pool task computes items until
   ``ahead`` items (or ``ahead_bytes``) are buffered, then returns its thread; the loop
   submits the next task once the buffer is half empty. One thread hop per ``ahead // 2``
   items, not one per item, and a bounded amount computed ahead of the client.
+* :class:`InlineIterator` (cheap sync generator, on the loop): once the pool measured a
+  server-streaming model's items as cheap, its generator is stepped on the loop as the
+  sender asks, with no hop at all; it moves to a :class:`ThreadedIterator` if that changes.
 * :class:`LoopIterator` (loop → sync model code): a pump task on the loop reads at most
   ``ahead`` messages ahead of the model; the model's thread blocks only when the buffer is
   empty. Not reading is what applies HTTP/2 flow control to the sending client.
 
-Either bridge can be closed from the loop at any time; user ``finally`` blocks then run
-in a pool thread.
+Any of them can be closed from the loop at any time; user ``finally`` blocks then run
+in a pool thread (on the loop for a generator stepped there).
 """
 
 from __future__ import annotations
