@@ -167,7 +167,7 @@ class WireProcessor(EventsProcessor):
             item.strip() for item in accept.split(",")
         )
         stream = (GzipStream if gzip_request else WireStream)(
-            self.connection, self.h2, self.connection._transport, stream_id=stream_id,
+            self.connection, self.h2, protocol.writes, stream_id=stream_id,
             limits=protocol.limits, budget=protocol.server.budget, gzip_request=gzip_request, compress=compress,
             served=self.streams,
         )
@@ -256,8 +256,8 @@ class WireProtocol(H2Protocol):
         h2.decoder.max_header_list_size = limits.header_list_hard_cap
         if limits.connection_window > _DEFAULT_WINDOW:
             h2.increment_flow_control_window(limits.connection_window - _DEFAULT_WINDOW)
-        writes = CoalescingTransport(cast(asyncio.Transport, transport), asyncio.get_running_loop())
-        self.connection = WireConnection(h2, cast(asyncio.Transport, writes), config=self.config)
+        self.writes = CoalescingTransport(cast(asyncio.Transport, transport), asyncio.get_running_loop())
+        self.connection = WireConnection(h2, cast(asyncio.Transport, self.writes), config=self.config)
         self.connection.flush()
         self.connection.initialize()
         self.processor = WireProcessor(cast(WireHandler, self.handler), self.connection, self)

@@ -12,7 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterable, Sequence, Sized
-from typing import Any
+from typing import Any, cast
 
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import Deadline
@@ -58,11 +58,13 @@ class WireStream(H2Stream):
     """grpclib's HTTP/2 stream plus what the wire layer decided about this call."""
 
     def __init__(
-        self, connection: Connection, h2_connection: H2Connection, transport: asyncio.Transport, *,
+        self, connection: Connection, h2_connection: H2Connection, writes: CoalescingTransport, *,
         stream_id: int, limits: WireLimits, budget: ByteBudget, gzip_request: bool, compress: bool,
-        served: Sized = (),
+        served: Sized,
     ) -> None:
-        super().__init__(connection, h2_connection, transport, stream_id=stream_id)
+        super().__init__(connection, h2_connection, cast(asyncio.Transport, writes), stream_id=stream_id)
+        #: The connection's writes (joined per loop turn), which this stream may send at once.
+        self.writes = writes
         #: The streams this connection is serving now, this one included.
         self.served = served
         self.limits = limits
@@ -98,12 +100,11 @@ class WireStream(H2Stream):
             # tuples as pairs, which dropped the flag and indexed every request id.
             headers = [NeverIndexedHeaderTuple(n, v) if n in UNIQUE_HEADERS else (n, v) for n, v in headers]  # type: ignore[misc]
         await super().send_headers(headers, end_stream)
-        writes: Any = self._transport
-        if end_stream and len(self.served) <= 1 and type(writes) is CoalescingTransport:
+        if end_stream and len(self.served) <= 1:
             # The last answer this connection owes goes out now rather than at the start of the
             # next loop turn: nothing else could join its send, and the call's own clean-up
             # (middleware, accounting) would otherwise run before its bytes leave.
-            writes.flush()
+            self.writes.flush()
 
 
 class GzipStream(WireStream):
