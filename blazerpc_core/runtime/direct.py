@@ -47,9 +47,7 @@ class DirectRunner:
                 return _checked(invoker.call_sync(invoker.func, *args), invoker.label)
 
             inlining = self.inlining
-            if inlining.state == "off":
-                return ThreadedIterator(make, invoker.pool, enter=invoker.enter)
-            measured = inlining.pooled
+            measured = None if inlining.state == "off" else inlining.pooled
 
             def threaded(source: Callable[[], Iterable[Any]]) -> ThreadedIterator:
                 return ThreadedIterator(source, invoker.pool, enter=invoker.enter, measured=measured)
