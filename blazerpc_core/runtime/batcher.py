@@ -46,6 +46,8 @@ log = logging.getLogger("blazerpc.batcher")
 #: so a request that finds such a model idle runs alone at once (measured on ``x @ W``: the
 #: queue, its future, the extra loop turn and the split cost about 15 us a request).
 ALONE_BELOW = 20e-6
+#: Inline calls per judgement of a model's typical call time (their median).
+TYPICAL_WINDOW = 16
 
 #: What one batch yields: an outcome (result or exception) per request, the model's seconds,
 #: and the thread CPU seconds of the whole batch when it ran in the pool (None otherwise).
@@ -83,6 +85,8 @@ class Batcher:
         self._batches: set[asyncio.Future[Any]] = set()
         #: Whether batches of this (sync) model are cheap enough to compute on the loop.
         self.inlining = Inlining(invoker.inline_budget)
+        #: What the model's inline calls typically take, to tell when a lone request pays.
+        self.typical = TypicalTime()
 
     # -- Runner ------------------------------------------------------------------------
 
@@ -186,10 +190,12 @@ class Batcher:
 
         True for a sync model running inline whose calls take less than queueing one request
         costs (``ALONE_BELOW``): joining it with others would save less model time than the
-        queue, the future and the split spend, so batching would lose to no batching.
+        queue, the future and the split spend, so batching would lose to no batching. Judged
+        on the median of recent inline calls, not the running mean: one garbage collection
+        or preemption during a 2 us call moved the mean past the threshold, and cheap
+        requests took the queue until it decayed.
         """
-        invoker = self._invoker
-        return self.inlining.state == "inline" and not invoker.is_async and invoker.times.mean < ALONE_BELOW
+        return self.inlining.state == "inline" and not self._invoker.is_async and self.typical.seconds < ALONE_BELOW
 
     def _run_alone(self, args: Sequence[Any], rows: int, deadline: float | None) -> Any:
         """One request as a batch of its own, computed here: no queue, no future, no join, no loop turn."""
@@ -202,6 +208,7 @@ class Batcher:
             result = invoker.call_sync(invoker.func, *args)
             seconds = time.perf_counter() - started
             invoker.times.add(seconds)
+            self.typical.add(seconds)
             outcome = self.plan.split(result, (rows,))[0]
         except Exception:
             seconds = time.perf_counter() - started
@@ -265,7 +272,9 @@ class Batcher:
                 future = asyncio.get_running_loop().create_future()
                 started = time.perf_counter()
                 try:
-                    future.set_result(self._compute(parts, sizes, [item.deadline for item in batch]))
+                    computed = self._compute(parts, sizes, [item.deadline for item in batch])
+                    self.typical.add(computed[1])
+                    future.set_result(computed)
                 except Exception as exc:
                     future.set_exception(exc)
                 self.inlining.ran_inline(time.perf_counter() - started)
@@ -395,6 +404,30 @@ class Batcher:
         result = await self._invoker.func(*args)
         seconds = time.perf_counter() - start
         return plan.split(result, sizes), seconds, None
+
+
+class TypicalTime:
+    """The median of a model's last ``TYPICAL_WINDOW`` measured calls (seconds; inf before any).
+
+    Robust where a running mean is not: a rare long call (a collection, a preemption) does
+    not move it, and it follows a lasting change within one window.
+    """
+
+    __slots__ = ("_window", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = float("inf")
+        self._window: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        if seconds <= 0:
+            return  # a batch whose requests were all late ran nothing and measured nothing
+        window = self._window
+        window.append(seconds)
+        if len(window) >= TYPICAL_WINDOW:
+            window.sort()
+            self.seconds = window[TYPICAL_WINDOW // 2]
+            window.clear()
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
