@@ -22,7 +22,6 @@ from grpclib.metadata import Deadline, decode_timeout, encode_grpc_message
 from grpclib.protocol import Connection, EventsProcessor, H2Protocol, _set_nodelay
 from grpclib.protocol import Stream as H2Stream
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import PingAckReceived, RemoteSettingsChanged, RequestReceived, StreamReset
 from h2.exceptions import ProtocolError
@@ -31,6 +30,7 @@ from hpack import hpack as hpack_hpack
 from hpack import table as hpack_table
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
+from blazerpc_core.server.wire.h2 import WireH2Connection
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
 from blazerpc_core.server.wire.messages import GzipStream, WireEncoder, WireStream
 from blazerpc_core.server.wire.writes import CoalescingTransport
@@ -245,7 +245,7 @@ class WireProtocol(H2Protocol):
         if isinstance(peer, tuple):
             self._peer = f"{peer[0]}:{peer[1]}"
         limits = self.limits
-        h2 = H2Connection(config=self.h2_config)
+        h2 = WireH2Connection(config=self.h2_config)
         h2.encoder = WireEncoder()
         # The first SETTINGS frame advertises the limits the processor enforces per stream...
         h2.local_settings = wire_settings(limits, limits.max_concurrent_streams)
