@@ -25,7 +25,7 @@ from blazerpc_core.method import CompiledMethod
 from blazerpc_core.server.gate import Gate
 from blazerpc_core.server.host import ModelEntry, ModelHost
 from blazerpc_core.server.status import ErrorMapper, cap_message, cut_short_status, public_text
-from blazerpc_core.server.wire.messages import call_deadline, receive_message, send_message
+from blazerpc_core.server.wire.messages import receive_message, send_message
 
 log = logging.getLogger("blazerpc.server")
 
@@ -40,7 +40,7 @@ class Call(CallContext):
     def __init__(self, method: CompiledMethod, stream: Stream[Any, Any], entry: ModelEntry) -> None:
         super().__init__(
             model=method.spec, rpc=method.rpc, path=method.path, metadata=stream.metadata,
-            peer=None, deadline=call_deadline(stream),
+            peer=None, deadline=stream.deadline,
         )
         self._stream = stream
         self.entry = entry

@@ -41,7 +41,7 @@ from blazerpc_core.defaults.open_inference.tensor_form import Forms, TensorForm
 from blazerpc_core.errors import BlazeError, DeadlineExceeded, InvalidArgument, client_text
 from blazerpc_core.runtime.queue import PRIORITY_HEADER
 from blazerpc_core.server.status import cap_message, public_text
-from blazerpc_core.server.wire.messages import call_deadline, send_message
+from blazerpc_core.server.wire.messages import send_message
 
 log = logging.getLogger("blazerpc.open_inference")
 
@@ -135,7 +135,7 @@ class Inference:
         started = time.perf_counter()
         args = decode_inputs(form, request)
         wanted = requested_outputs(form, request)
-        parameters = Parameters(request, stream.metadata, call_deadline(stream))
+        parameters = Parameters(request, stream.metadata, stream.deadline)
         decoded = time.perf_counter()
         try:
             async with asyncio.timeout_at(parameters.expires()):
@@ -166,7 +166,7 @@ class Inference:
             return
         args = decode_inputs(form, request)
         wanted = requested_outputs(form, request)
-        parameters = Parameters(request, stream.metadata, call_deadline(stream))
+        parameters = Parameters(request, stream.metadata, stream.deadline)
         path = self._path(entry.spec.name, entry.spec.version, "ModelStreamInfer")
         items = self._calls.stream(entry, args, rpc="ModelStreamInfer", path=path, metadata=parameters.metadata,
                                    peer=peer, deadline=parameters.deadline)

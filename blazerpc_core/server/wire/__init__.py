@@ -4,7 +4,8 @@ Every use of grpclib and h2 internals on the server side lives in this package, 
 upgrade has one place to check. Written against grpclib 0.4.9 (pinned
 ``grpclib>=0.4.9,<0.5``) and h2 4.x: it mirrors ``grpclib.protocol.H2Protocol.connection_made``
 and ``EventsProcessor``, ``grpclib.server.Server._protocol_factory`` and ``start``, and
-``grpclib.server.Stream.recv_message`` / ``send_message``.
+``grpclib.server.Stream.recv_message`` / ``send_message`` and ``grpclib.server.request_handler``,
+and subclasses ``h2.connection.H2Connection``.
 
 What it guards against (each limit is listed in docs/security.md, "Connection limits"):
 
@@ -24,6 +25,8 @@ It also speaks gRPC compression (gzip requests, ``grpc-accept-encoding``, gzip r
 and sends the two-step GOAWAY of a graceful shutdown.
 
 Its modules: :mod:`.limits` (limits and counters), :mod:`.connection` (one HTTP/2
-connection), :mod:`.messages` (a call's messages: framing, limits, gzip) and
-:mod:`.server` (listening, accepting, draining).
+connection), :mod:`.h2` (h2's connection without two per-frame costs), :mod:`.requests`
+(a call from its headers to its status), :mod:`.messages` (a call's messages: framing,
+limits, gzip), :mod:`.writes` (when bytes leave) and :mod:`.server` (listening,
+accepting, draining).
 """

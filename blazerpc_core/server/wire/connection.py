@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import grpclib.server
 from grpclib.config import Configuration
@@ -33,6 +33,7 @@ from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 from blazerpc_core.server.wire.h2 import WireH2Connection
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
 from blazerpc_core.server.wire.messages import GzipStream, WireEncoder, WireStream
+from blazerpc_core.server.wire.requests import serve_request
 from blazerpc_core.server.wire.writes import CoalescingTransport
 
 log = logging.getLogger("blazerpc.server")
@@ -97,7 +98,14 @@ class WireConnection(Connection):
 
 
 class WireHandler(grpclib.server.Handler):
-    """grpclib's per-connection handler, releasable as soon as its connection closes."""
+    """grpclib's per-connection handler, serving each stream with :func:`~.requests.serve_request`
+    and releasable as soon as its connection closes."""
+
+    def accept(self, stream: H2Stream, headers: Any, release_stream: Callable[[], Any]) -> None:
+        self.__gc_step__()
+        self._tasks[stream] = self.loop.create_task(
+            serve_request(self, cast(WireStream, stream), headers, release_stream)
+        )
 
     def cancel(self, stream: H2Stream) -> None:
         task = self._tasks.pop(stream, None)

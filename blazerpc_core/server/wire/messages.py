@@ -135,17 +135,6 @@ class GzipStream(WireStream):
         return PREFIX.pack(False, len(self._inflated))
 
 
-def call_deadline(stream: Stream[Any, Any]) -> Deadline | None:
-    """The call's deadline, counted from when its headers arrived.
-
-    grpclib counts it from when the call's handler first runs, a loop turn or more later;
-    under load that is milliseconds, and work started on the later deadline ends after the
-    caller has left.
-    """
-    h2_stream = stream._stream
-    return h2_stream.deadline if isinstance(h2_stream, WireStream) and h2_stream.deadline else stream.deadline
-
-
 async def receive_message(
     stream: Stream[Any, Any], *, rpc: str, max_message_bytes: int, first: bool = False
 ) -> Any:
