@@ -107,6 +107,26 @@ def test_a_name_colliding_with_a_version_rpc_is_refused():
         registry.register(_spec("foo-v1", 1))
 
 
+def test_the_default_version_found_follows_every_change_of_the_registry():
+    """find_default is remembered (each Open Inference call without a version asks), so each
+    change must forget it: a registration, a chosen default, an unregistration."""
+    registry = ModelRegistry()
+    assert registry.find_default("foo") is None
+    registry.register(_spec("foo", 1))
+    assert registry.find_default("foo").version == "1"
+    registry.register(_spec("foo", 2))
+    assert registry.find_default("foo").version == "2"
+    registry.set_default("foo", "1")
+    assert registry.find_default("foo").version == "1"
+    registry.unregister("foo", "1")
+    assert registry.find_default("foo").version == "2"
+    registry.unregister("foo", "2")
+    assert registry.find_default("foo") is None
+    copy = registry.copy()
+    copy.register(_spec("foo", 3))
+    assert copy.find_default("foo").version == "3" and registry.find_default("foo") is None
+
+
 def _spec(name: str, version: int):
     def f(x: int) -> int:
         return x

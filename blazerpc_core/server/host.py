@@ -188,9 +188,10 @@ class ModelHost:
     def entry(self, name: str, version: str | None = None) -> ModelEntry | None:
         """The served entry of ``name`` (its default version when ``version`` is empty)."""
         if not version:
-            if not self.registry.versions(name):
+            spec = self.registry.find_default(name)
+            if spec is None:
                 return None
-            version = self.registry.default(name).version
+            version = spec.version
         return self.entries.get((name, version))
 
     def matching(self, name: str, version: str | None) -> list[ModelEntry]:

@@ -147,6 +147,21 @@ def test_load_from_the_repository_serves_a_new_rpc_found_through_reflection_alon
     assert (repo / "tripler.log").read_text() == "close 3.0\n"  # closed once, when retired
 
 
+def oip_default_call(address: str, name: str, x: float) -> float:
+    """ModelInfer of a scalar model through tritonclient, naming no version: the model's default serves it."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(address)
+    try:
+        item = grpcclient.InferInput("x", [1], "FP64")
+        item.set_data_from_numpy(np.array([x]))
+        result = client.infer(name, [item])
+        return float(result.as_numpy(result.get_response().outputs[0].name)[0])
+    finally:
+        client.close()
+
+
 def test_versions_unload_one_and_switch_the_default(mgmt, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -157,16 +172,19 @@ def test_versions_unload_one_and_switch_the_default(mgmt, tmp_path):
         with grpc.insecure_channel(server.address) as channel:
             stub = mgmt.pb2_grpc.ManagementServiceStub(channel)
             assert scalar_call(channel, "PredictScale", 1.0) == 3.0  # the highest version is the default
+            assert oip_default_call(server.address, "scale", 1.0) == 3.0  # Open Inference, no version named
             assert scalar_call(channel, "PredictScaleV1", 1.0) == 2.0
             status = stub.SetDefaultVersion(mgmt.pb2.ModelRef(name="scale", version="1"), timeout=10)
             assert status.is_default and status.version == "1"
             assert scalar_call(channel, "PredictScale", 1.0) == 2.0
+            assert oip_default_call(server.address, "scale", 1.0) == 2.0  # the new default, not a remembered one
             with pytest.raises(grpc.RpcError) as bad:
                 stub.SetDefaultVersion(mgmt.pb2.ModelRef(name="scale", version="7"), timeout=10)
             assert bad.value.code() is grpc.StatusCode.NOT_FOUND
             stub.UnloadModel(mgmt.pb2.ModelRef(name="scale", version="1"), timeout=10)
             # Version 2 still serves, now on the default rpc.
             assert scalar_call(channel, "PredictScale", 1.0) == 3.0
+            assert oip_default_call(server.address, "scale", 1.0) == 3.0
             listed = stub.ListModels(mgmt.pb2.ListModelsRequest(), timeout=5)
             assert [(m.name, m.version, m.is_default) for m in listed.models] == [("scale", "2", True)]
     finally:
