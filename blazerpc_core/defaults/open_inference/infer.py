@@ -137,14 +137,19 @@ class Inference:
         wanted = requested_outputs(form, request)
         parameters = Parameters(request, stream.metadata, stream.deadline)
         decoded = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(parameters.expires()):
-                result = await self._calls.call(
-                    entry, args, rpc="ModelInfer", path=self._path(entry.spec.name, entry.spec.version, "ModelInfer"),
-                    metadata=parameters.metadata, peer=peer, deadline=parameters.deadline,
-                )
-        except TimeoutError:
-            raise parameters.timed_out(entry.label) from None
+        call = self._calls.call(
+            entry, args, rpc="ModelInfer", path=self._path(entry.spec.name, entry.spec.version, "ModelInfer"),
+            metadata=parameters.metadata, peer=peer, deadline=parameters.deadline,
+        )
+        expires = parameters.expires()
+        if expires is None:  # no timeout parameter: the call's own deadline is enforced by the server
+            result = await call
+        else:
+            try:
+                async with asyncio.timeout_at(expires):
+                    result = await call
+            except TimeoutError:
+                raise parameters.timed_out(entry.label) from None
         answered = time.perf_counter()
         outputs, contents = encode_outputs(form, result, wanted)
         response = self._response(
