@@ -634,6 +634,38 @@ def test_a_rare_long_call_does_not_send_a_cheap_models_lone_requests_through_the
     assert len(rec.waits) == waits  # every one ran alone, the slow ones and those after them
 
 
+@pytest.mark.parametrize(("policy", "alone"), [("size-or-timeout", True), ("adaptive", False)])
+def test_under_a_rule_that_never_holds_a_lone_request_an_inline_model_of_any_cost_is_called_alone(
+    blazerpc_serve, blazerpc_connect, policy, alone
+):
+    """size-or-timeout sends a request that finds the model idle at once, as a batch of one;
+    through the queue that was the same call plus the queue's own cost (44 us a call at one
+    client for x @ W, whose calls in the server sometimes take over ALONE_BELOW). So with it
+    a 60 us model, inline, is called alone; adaptive may hold the request to gather others,
+    so the same model there still takes the queue."""
+    from blazerpc_core.runtime.batcher import ALONE_BELOW, TYPICAL_WINDOW
+    from blazerpc_core.runtime.executor import PROMOTE_AFTER
+
+    cost = 3 * ALONE_BELOW
+    app = BlazeApp()
+
+    @app.model("busy", batch=True, policy=policy)
+    def busy(x: list[float]) -> list[float]:
+        end = time.perf_counter() + cost
+        while time.perf_counter() < end:
+            pass
+        return x
+
+    conn, rec = serve(blazerpc_serve, blazerpc_connect, app, inline_budget_us=20_000)
+    call = lambda: conn.stub.PredictBusy(conn.pb2.BusyRequest(x=[1.0]), timeout=TIMEOUT)
+    for _ in range(PROMOTE_AFTER + TYPICAL_WINDOW):
+        call()
+    waits = len(rec.waits)
+    for _ in range(20):
+        assert list(call().result) == [1.0]
+    assert (len(rec.waits) == waits) is alone
+
+
 def test_batches_are_judged_cheap_by_their_cpu_per_row_so_bigger_batches_do_not_keep_a_cheap_model_in_the_pool(
     blazerpc_serve, blazerpc_connect
 ):

@@ -75,6 +75,12 @@ class DispatchRule(Protocol):
 
     Times are ``time.monotonic()`` seconds. Every method runs on the event loop and must
     be cheap: ``admit`` runs once per request.
+
+    A rule whose ``delay`` is 0 whenever no batch is running may say so with a class
+    attribute ``waits_when_idle = False``. A request that finds such a model idle would go
+    out as a batch of one at once anyway, so when the model runs inline the batcher calls
+    it directly, without the queue (see ``Batcher._alone_pays``). Rules without the
+    attribute are taken to wait.
     """
 
     def admit(self, state: BatchState, rows: int, now: float, remaining: float | None) -> None:
@@ -106,6 +112,7 @@ class SizeOrTimeout:
     """
 
     name = "size-or-timeout"
+    waits_when_idle = False
 
     def admit(self, state: BatchState, rows: int, now: float, remaining: float | None) -> None:
         return None
