@@ -603,35 +603,46 @@ def test_a_cheap_model_found_idle_runs_each_request_alone_on_the_loop_with_the_s
     assert len(rec.waits) == waits  # none of them queued
 
 
+def _spin(seconds: float) -> None:
+    """Busy the calling thread for ``seconds`` (a model that computes, not one that waits)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _queued_once_settled(call: Any, rec: Any, count: int) -> int:
+    """How many of ``count`` lone calls took the queue, once the model is inline and its typical time known."""
+    from blazerpc_core.runtime.batcher import TYPICAL_WINDOW
+    from blazerpc_core.runtime.executor import PROMOTE_AFTER
+
+    for _ in range(PROMOTE_AFTER + TYPICAL_WINDOW):
+        call()
+    waits = len(rec.waits)
+    for _ in range(count):
+        assert list(call().result) == [1.0]
+    return len(rec.waits) - waits
+
+
 def test_a_rare_long_call_does_not_send_a_cheap_models_lone_requests_through_the_queue(
     blazerpc_serve, blazerpc_connect
 ):
     """A garbage collection or a preemption now and then makes one 2 us call take hundreds of
     microseconds. Judged on a running mean, each such call sent the next requests through the
     queue (its future, a loop turn, the split); judged on the median of recent calls, a cheap
-    model's lone requests keep running alone. Tried: one call in eight busy for 400 us."""
-    from blazerpc_core.runtime.batcher import TYPICAL_WINDOW
-    from blazerpc_core.runtime.executor import PROMOTE_AFTER
-
+    model's lone requests keep running alone. Tried: one call in eight busy for 400 us, under
+    the adaptive rule (which may hold a lone request, so the model's cost decides)."""
     calls = itertools.count()
     app = BlazeApp()
 
-    @app.model("spiky", batch=True)
+    @app.model("spiky", batch=True, policy="adaptive")
     def spiky(x: list[float]) -> list[float]:
         if next(calls) % 8 == 7:
-            end = time.perf_counter() + 400e-6
-            while time.perf_counter() < end:
-                pass
+            _spin(400e-6)
         return x
 
     conn, rec = serve(blazerpc_serve, blazerpc_connect, app, inline_budget_us=20_000)
     call = lambda: conn.stub.PredictSpiky(conn.pb2.SpikyRequest(x=[1.0]), timeout=TIMEOUT)
-    for _ in range(PROMOTE_AFTER + TYPICAL_WINDOW):
-        call()
-    waits = len(rec.waits)
-    for _ in range(64):
-        assert list(call().result) == [1.0]
-    assert len(rec.waits) == waits  # every one ran alone, the slow ones and those after them
+    assert _queued_once_settled(call, rec, 64) == 0  # the slow ones and those after them ran alone too
 
 
 @pytest.mark.parametrize(("policy", "alone"), [("size-or-timeout", True), ("adaptive", False)])
@@ -643,27 +654,18 @@ def test_under_a_rule_that_never_holds_a_lone_request_an_inline_model_of_any_cos
     client for x @ W, whose calls in the server sometimes take over ALONE_BELOW). So with it
     a 60 us model, inline, is called alone; adaptive may hold the request to gather others,
     so the same model there still takes the queue."""
-    from blazerpc_core.runtime.batcher import ALONE_BELOW, TYPICAL_WINDOW
-    from blazerpc_core.runtime.executor import PROMOTE_AFTER
+    from blazerpc_core.runtime.batcher import ALONE_BELOW
 
-    cost = 3 * ALONE_BELOW
     app = BlazeApp()
 
     @app.model("busy", batch=True, policy=policy)
     def busy(x: list[float]) -> list[float]:
-        end = time.perf_counter() + cost
-        while time.perf_counter() < end:
-            pass
+        _spin(3 * ALONE_BELOW)
         return x
 
     conn, rec = serve(blazerpc_serve, blazerpc_connect, app, inline_budget_us=20_000)
     call = lambda: conn.stub.PredictBusy(conn.pb2.BusyRequest(x=[1.0]), timeout=TIMEOUT)
-    for _ in range(PROMOTE_AFTER + TYPICAL_WINDOW):
-        call()
-    waits = len(rec.waits)
-    for _ in range(20):
-        assert list(call().result) == [1.0]
-    assert (len(rec.waits) == waits) is alone
+    assert (_queued_once_settled(call, rec, 20) == 0) is alone
 
 
 def test_batches_are_judged_cheap_by_their_cpu_per_row_so_bigger_batches_do_not_keep_a_cheap_model_in_the_pool(
