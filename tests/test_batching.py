@@ -650,7 +650,7 @@ def test_under_a_rule_that_never_holds_a_lone_request_an_inline_model_of_any_cos
     blazerpc_serve, blazerpc_connect, policy, alone
 ):
     """size-or-timeout sends a request that finds the model idle at once, as a batch of one;
-    through the queue that was the same call plus the queue's own cost (44 us a call at one
+    through the queue that was the same call plus the queue's own cost (about 40 us a call at one
     client for x @ W, whose calls in the server sometimes take over ALONE_BELOW). So with it
     a 60 us model, inline, is called alone; adaptive may hold the request to gather others,
     so the same model there still takes the queue."""

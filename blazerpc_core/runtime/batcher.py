@@ -9,9 +9,9 @@ the server's thread pool together with the joining and splitting of its batch, s
 tensors are never copied on the event loop; an async model runs on the loop. Batches
 that measure consistently cheap run inline on the loop instead (the batcher's own
 :class:`~blazerpc_core.runtime.executor.Inlining`), and a request that finds such a
-model idle, when the model's calls cost less than queueing (``ALONE_BELOW``), is called
-alone at once. When a batch ends, each waiting future gets its share of the result, or
-its own error.
+model idle is called alone at once when the rule would not hold it anyway, or when the
+model's calls cost less than queueing (``ALONE_BELOW``); see ``_alone_pays``. When a
+batch ends, each waiting future gets its share of the result, or its own error.
 
 A handler cancelled while its request is queued (client gone, deadline passed) removes
 the request at once, so it never reaches the model and stops counting against the
@@ -193,8 +193,8 @@ class Batcher:
         Only for a sync model running inline, and then when either
         - the rule never holds such a request (``waits_when_idle = False``, as
           size-or-timeout): it would run inline as a batch of one at once, and the queue,
-          its future and the split would only add to it (at one client, 44 us of server
-          CPU per call for ``x @ W``); or
+          its future and the split would only add to it (at one client, about 40 us of
+          server CPU per call for ``x @ W``); or
         - the model's calls typically take less than queueing one request costs
           (``ALONE_BELOW``): waiting to join others would save less model time than the
           queue spends. Judged on the median of recent inline calls, not the running mean:
