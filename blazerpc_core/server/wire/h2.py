@@ -48,7 +48,7 @@ class WireH2Connection(H2Connection):
         #: Whether received frames are made quiet (not when someone reads h2's trace log).
         self._quiet = isinstance(config.logger, DummyLogger)
         table = self._frame_dispatch_table
-        table.update({_QUIET[frame_type]: handler for frame_type, handler in list(table.items())})
+        table.update({_QUIET[kind]: handler for kind, handler in list(table.items()) if kind in _QUIET})
 
     def _receive_frame(self, frame: Frame) -> list[Event]:
         if self._quiet:
