@@ -12,7 +12,6 @@ expected to recover first is tried anyway: a client never refuses to try.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -246,11 +245,14 @@ class HealthMonitor:
 
     BACKOFF = 0.1
     BACKOFF_CAP = 5.0
+    #: Seconds :meth:`stop` waits for the watches to end before leaving them to the loop.
+    STOP_WAIT = 1.0
 
     def __init__(self, endpoints: Sequence[Endpoint], metadata: Sequence[tuple[str, str]]) -> None:
         self._endpoints = list(endpoints)
         self._metadata = metadata
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self) -> None:
         for endpoint in self._endpoints:
@@ -267,7 +269,7 @@ class HealthMonitor:
 
     async def _watch(self, endpoint: Endpoint) -> None:
         backoff = self.BACKOFF
-        while True:
+        while not self._stopping:
             try:
                 async for status in watch_health(endpoint.channel, "", metadata=self._metadata):
                     endpoint.set_serving(status == SERVING)
@@ -287,13 +289,22 @@ class HealthMonitor:
             except Exception:  # a bug must not kill the monitor silently, nor the client
                 log.exception("health watch of %s failed", endpoint.address)
                 endpoint.set_serving(None)
+            if self._stopping:
+                return
             await asyncio.sleep(jittered(backoff))
             backoff = min(self.BACKOFF_CAP, backoff * 2)
 
     async def stop(self) -> None:
+        """End the watches; bounded even if a watch swallows its cancellation.
+
+        grpclib's stream wrapper re-raises a connection loss in place of the cancellation
+        when both arrive together: the watch then saw a transport error and would retry
+        forever, and ``Client.close()`` hung waiting for it (seen once in CI, a client
+        closed just as its server finished stopping). The flag ends the loop either way.
+        """
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.STOP_WAIT)
         self._tasks.clear()

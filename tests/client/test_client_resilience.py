@@ -217,3 +217,25 @@ def test_a_draining_server_finishes_calls_in_flight_while_new_ones_go_elsewhere(
     finally:
         a.stop()
         b.stop(grace_period=2)
+
+
+def test_closing_a_client_as_its_server_goes_away_always_returns() -> None:
+    """A health watch could swallow the cancellation of ``close()``: grpclib re-raises a
+    connection loss in its place when both arrive together, and the watch retried forever
+    (``close()`` hung once in CI, just as a stopped server's connection went). Tried: 15
+    clients of two servers, each closed while one of its servers is killed at the same time."""
+    b = start_server(streaming_app(tag="b"))
+    try:
+        for _ in range(15):
+            a = start_server(streaming_app(tag="a"))
+            client = Client([a.address, b.address], timeout=TIMEOUT)
+            client.models()
+            killer = threading.Thread(target=a.stop, kwargs={"grace_period": 0})
+            closer = threading.Thread(target=client.close)
+            killer.start()
+            closer.start()
+            closer.join(TIMEOUT)
+            killer.join(TIMEOUT)
+            assert not closer.is_alive(), "Client.close() did not return"
+    finally:
+        b.stop(grace_period=2)
