@@ -183,7 +183,7 @@ class ThreadedIterator:
         except BaseException as exc:  # handed to the consumer
             ended, error = True, exc
         if self._stopping and not ended:
-            self._close_iterator()
+            _close(self._iterator)
             ended = True
         try:
             return ended, error
@@ -191,9 +191,6 @@ class ThreadedIterator:
             # The error's traceback keeps this frame: holding the error here too would be a
             # cycle that keeps the call's data until the garbage collector runs.
             del error
-
-    def _close_iterator(self) -> None:
-        _close(self._iterator)
 
     def _wake(self, future: asyncio.Future[None] | None) -> None:
         if future is not None:
