@@ -4,7 +4,8 @@
 trace log that is off) and skips h2's walk over every stream it holds while the number
 held cannot reach the stream limit. Tried: the hard stream cap at its exact boundary, in
 one read, over a real socket; ten thousand calls on one connection (closed streams must
-still be dropped); a real trace logger (it must still see whole frames).
+still be dropped); fifty calls in flight (walks must stay rare and closed streams few); a
+real trace logger (it must still see whole frames).
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ class _Seen(WireH2Connection):
         return events
 
 
-def _pair(server_config: H2Configuration) -> tuple[H2Connection, _Seen]:
+def _pair(server_config: H2Configuration, kind: type[_Seen] = _Seen) -> tuple[H2Connection, _Seen]:
     client = H2Connection(H2Configuration(client_side=True))
-    server = _Seen(server_config)
+    server = kind(server_config)
     client.initiate_connection()
     server.initiate_connection()
     server.receive_data(client.data_to_send())
@@ -113,6 +114,37 @@ def test_ten_thousand_calls_on_one_connection_leave_at_most_tidy_at_streams_held
     assert 0 < server.open_inbound_streams <= TIDY_AT  # an upper bound, under the limit
     assert H2Connection.open_inbound_streams.fget(server) == 0  # h2's walk: all closed
     assert not server.streams  # and dropped
+
+
+class _Walks(_Seen):
+    """The server's connection, counting h2's walks over its streams."""
+
+    walks = 0
+
+    def _open_streams(self, remainder: int) -> int:
+        self.walks += 1
+        return super()._open_streams(remainder)
+
+
+def test_with_fifty_calls_in_flight_h2_walks_rarely_and_holds_at_most_twice_the_open_streams() -> None:
+    """A fixed mark under the number in flight walked every stream for every new one."""
+    client, server = _pair(H2Configuration(client_side=False), _Walks)
+    assert isinstance(server, _Walks)
+    in_flight: list[int] = []
+    held = []
+    for _ in range(2_000):
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, [(":method", "POST"), (":scheme", "http"), (":path", "/x"),
+                                        (":authority", "t")], end_stream=True)
+        server.receive_data(client.data_to_send())
+        in_flight.append(stream_id)
+        if len(in_flight) == 50:  # the oldest call is answered
+            server.send_headers(in_flight.pop(0), [(":status", "200")], end_stream=True)
+            client.receive_data(server.data_to_send())
+        held.append(len(server.streams))
+    assert server.walks < 2_000 / 40  # about once per 50 new streams, not once per stream
+    assert max(held) <= 2 * 50 + 1
+    assert H2Connection.open_inbound_streams.fget(server) == len(in_flight)
 
 
 class _Recorder:

@@ -26,13 +26,12 @@ from h2.errors import ErrorCodes
 from h2.events import PingAckReceived, RemoteSettingsChanged, RequestReceived, StreamReset
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
-from hpack import hpack as hpack_hpack
-from hpack import table as hpack_table
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
 
 from blazerpc_core.server.wire.h2 import WireH2Connection
+from blazerpc_core.server.wire.header_blocks import WireDecoder, WireEncoder
 from blazerpc_core.server.wire.limits import ByteBudget, WireLimits
-from blazerpc_core.server.wire.messages import GzipStream, WireEncoder, WireStream
+from blazerpc_core.server.wire.messages import GzipStream, WireStream
 from blazerpc_core.server.wire.requests import serve_request
 from blazerpc_core.server.wire.writes import CoalescingTransport
 
@@ -47,22 +46,6 @@ _GOAWAY_PING = b"blzgoawy"
 #: on its deadline, not a rapid reset: a stream that lived that long is no cheaper than one
 #: the server answers DEADLINE_EXCEEDED itself (the client's clock starts a little earlier).
 _GIVING_UP_SHARE = 0.9
-
-
-class _Quiet:
-    """A logger that drops debug records without even asking whether it should."""
-
-    def debug(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-def quiet_hpack() -> None:
-    """hpack logs at DEBUG ~30 times per call (every integer it encodes or decodes); unless DEBUG
-    logging is on for it, point its module loggers at a stub that skips even the level check."""
-    if logging.getLogger("hpack").isEnabledFor(logging.DEBUG):
-        return
-    for module in (hpack_hpack, hpack_table):
-        setattr(module, "log", _Quiet())  # noqa: B010 (mypy does not know the module has a log)
 
 
 class WireOwner(Protocol):
@@ -254,7 +237,7 @@ class WireProtocol(H2Protocol):
             self._peer = f"{peer[0]}:{peer[1]}"
         limits = self.limits
         h2 = WireH2Connection(config=self.h2_config)
-        h2.encoder = WireEncoder()
+        h2.encoder, h2.decoder = WireEncoder(), WireDecoder()
         # The first SETTINGS frame advertises the limits the processor enforces per stream...
         h2.local_settings = wire_settings(limits, limits.max_concurrent_streams)
         h2.initiate_connection()

@@ -12,8 +12,12 @@ loop thread only), as much as raw grpclib pays for them:
 * **Counting open streams by walking them all.** Before opening a stream h2 counts the
   open ones by iterating every stream it holds (and drops the closed ones as it goes):
   O(streams) per call. The number of streams held is an upper bound of the open ones, so
-  while it is under the limit (and under ``TIDY_AT``) the walk cannot change h2's decision
-  and is skipped; past either, h2 walks and tidies as before.
+  while it is under the limit (and under the tidy mark) the walk cannot change h2's
+  decision and is skipped; past either, h2 walks and tidies as before. The mark is
+  ``TIDY_AT`` or twice the streams found open at the last walk, whichever is more: with
+  64 calls in flight on one connection a fixed mark of 32 walked 64 streams for every
+  new one, while twice the open count walks once per that many new streams, and still
+  holds at most twice as many streams as are open.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from h2.connection import H2Connection
 from h2.events import Event
 from hyperframe.frame import FRAMES, ExtensionFrame, Frame
 
-#: Streams held (open or closed, not yet dropped) from which h2 walks them to count and tidy.
+#: The least number of streams held (open or closed, not yet dropped) from which h2
+#: walks them to count and tidy.
 TIDY_AT = 32
 
 
@@ -49,6 +54,8 @@ class WireH2Connection(H2Connection):
         self._quiet = isinstance(config.logger, DummyLogger)
         table = self._frame_dispatch_table
         table.update({_QUIET[kind]: handler for kind, handler in list(table.items()) if kind in _QUIET})
+        #: Streams held from which the next stream makes h2 walk them (see the module docstring).
+        self.tidy_at = TIDY_AT
 
     def _receive_frame(self, frame: Frame) -> list[Event]:
         if self._quiet:
@@ -57,9 +64,11 @@ class WireH2Connection(H2Connection):
 
     @property
     def open_inbound_streams(self) -> int:
-        """Exact (h2's walk) from ``TIDY_AT`` streams held or near the limit; below, an upper bound."""
+        """Exact (h2's walk) from ``tidy_at`` streams held or near the limit; below, an upper bound."""
         held = len(self.streams)
-        if held < TIDY_AT and held < self.local_settings.max_concurrent_streams:
+        if held < self.tidy_at and held < self.local_settings.max_concurrent_streams:
             return held
-        return super().open_inbound_streams
+        count = super().open_inbound_streams
+        self.tidy_at = max(TIDY_AT, 2 * count)
+        return count
 

@@ -14,7 +14,8 @@ import grpclib.server
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 
-from blazerpc_core.server.wire.connection import RefusedProtocol, WireHandler, WireProtocol, quiet_hpack
+from blazerpc_core.server.wire.connection import RefusedProtocol, WireHandler, WireProtocol
+from blazerpc_core.server.wire.header_blocks import quiet_hpack
 from blazerpc_core.server.wire.limits import ByteBudget, Throttled, WireLimits, WireStats
 
 log = logging.getLogger("blazerpc.server")
