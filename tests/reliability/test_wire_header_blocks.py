@@ -43,6 +43,21 @@ def _headers(spec: list[tuple[str, str, bool]]) -> list[Any]:
     return [NeverIndexedHeaderTuple(n, v) if never else (n, v) for n, v, never in spec]
 
 
+def _as_documented(encoder: Encoder, headers: list[Any]) -> bytes:
+    """hpack's block with WireEncoder's choices: never-indexed values at the end without
+    Huffman coding; with one before other headers, the whole block without it."""
+    unique = [type(header) is NeverIndexedHeaderTuple for header in headers]
+    if True in unique and False not in unique[unique.index(True):]:
+        first = unique.index(True)
+        return encoder.encode(headers[:first]) + encoder.encode(headers[first:], huffman=False)
+    return encoder.encode(headers, huffman=True not in unique)
+
+
+def _flagged(headers: Any) -> list[tuple[str, str, bool]]:
+    """Each decoded header with whether it came as never indexed (an exact table match comes as indexed)."""
+    return [(header[0], header[1], type(header) is NeverIndexedHeaderTuple) for header in headers]
+
+
 def _outcome(decoder: Decoder, block: bytes) -> object:
     try:
         return list(decoder.decode(block, raw=True))
@@ -54,18 +69,28 @@ def _outcome(decoder: Decoder, block: bytes) -> object:
           suppress_health_check=list(HealthCheck))
 @given(steps=st.lists(_STEP, min_size=1, max_size=40))
 def test_remembered_blocks_code_exactly_as_hpack_does(steps: list[tuple[str, Any]]) -> None:
-    """Each encoder's bytes, and each decoder's headers or error, equal plain hpack's, step for step."""
-    plain_encoder, wire_encoder = Encoder(), WireEncoder()
+    """Step for step: each decoder's headers or error equal plain hpack's; each encoder's
+    bytes equal hpack's with the Huffman choices WireEncoder documents; and its peer decodes
+    the same headers, never-indexed flags and table as the peer of plain hpack."""
+    plain_encoder, spec_encoder, wire_encoder = Encoder(), Encoder(), WireEncoder()
+    plain_peer, wire_peer = Decoder(), Decoder()  # what the client decodes with
     plain_decoder, wire_decoder = Decoder(), WireDecoder()
     sent: list[bytes] = []
     for kind, arg in steps:
         if kind == "block":
-            # WireEncoder sends a block with a never-indexed value without Huffman coding, by design
-            block = plain_encoder.encode(_headers(arg), huffman=not any(never for _, _, never in arg))
-            assert wire_encoder.encode(iter(_headers(arg))) == block
+            block = plain_encoder.encode(_headers(arg))
+            wire_block = wire_encoder.encode(iter(_headers(arg)))
+            assert wire_block == _as_documented(spec_encoder, _headers(arg))
+            decoded = _flagged(wire_peer.decode(wire_block))
+            assert decoded == _flagged(plain_peer.decode(block))
+            assert [(n, v) for n, v, _ in decoded] == [(n, v) for n, v, _ in arg]
+            for ours, theirs in ((wire_encoder, plain_encoder), (wire_peer, plain_peer)):
+                assert ours.header_table.dynamic_entries == theirs.header_table.dynamic_entries
             sent.append(block)
         elif kind == "resize":  # the peer's SETTINGS_HEADER_TABLE_SIZE: the next block says so
-            plain_encoder.header_table_size = wire_encoder.header_table_size = arg
+            for encoder in (plain_encoder, spec_encoder, wire_encoder):
+                encoder.header_table_size = arg
+            plain_peer.max_allowed_table_size = wire_peer.max_allowed_table_size = max(arg, 4096)
             continue
         elif kind == "limits":
             for decoder in (plain_decoder, wire_decoder):
@@ -98,8 +123,10 @@ def test_the_memos_stay_bounded_and_keep_only_short_blocks_that_leave_the_table_
     assert not wire_encoder._memo
     wire_encoder.encode([("x-id", "1")])
     assert len(wire_encoder._memo) == 1
-    wire_encoder.encode([("grpc-status", "0"), NeverIndexedHeaderTuple("x-request-id", "abc")])
-    assert len(wire_encoder._memo) == 1  # a block with a unique value is never kept
+    for request_id in ("a1", "a2", "a3"):  # the rest of the block is kept, never the unique value
+        wire_encoder.encode([("grpc-status", "0"), NeverIndexedHeaderTuple("x-request-id", request_id)])
+    assert len(wire_encoder._memo) == 2
+    assert not any("x-request-id" in str(key) for key in wire_encoder._memo)
 
 
 def _double(client: RawH2, pb2: Any, x: int, metadata: tuple[tuple[str, str], ...] = ()) -> int:
