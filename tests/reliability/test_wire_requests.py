@@ -18,7 +18,7 @@ from hyperframe.frame import HeadersFrame
 
 from blazerpc_core import BlazeApp
 from blazerpc_core.testing import compile_stubs, start_server
-from tests.reliability.wire_client import RawH2, RawStream
+from tests.reliability.wire_client import RawH2, RawStream, grpc_frame
 
 DOUBLE = "/blazerpc.InferenceService/PredictDouble"
 NAP = "/blazerpc.InferenceService/PredictNap"
@@ -154,3 +154,31 @@ def test_a_model_that_swallows_its_cancellation_answers_and_the_connection_carri
         assert response.grpc_status == OK
         assert pb2.StubbornResponse.FromString(response.messages()[0][1]).result == -1
         _still_serves(client, pb2)
+
+
+def test_a_connection_keeps_no_task_of_a_call_that_ended(served) -> None:  # type: ignore[no-untyped-def]
+    """grpclib swept a connection's ended tasks every ten streams, a walk over all of them;
+    here each leaves as its stream is released. Tried on one connection: answered calls,
+    a refusal from the headers, a spent deadline, a client reset mid-call, and a reset in
+    the same write as the call's headers."""
+    server, pb2, cancelled = served
+    wire = server.server.wire
+    with RawH2(server.address) as client:
+        for _ in range(12):
+            _still_serves(client, pb2)
+        _raw_request(client, _with({":method": "GET"}))
+        spent = client.unary(DOUBLE, pb2.DoubleRequest(x=1).SerializeToString(), metadata=[("grpc-timeout", "0n")])
+        assert client.response(spent).grpc_status == DEADLINE_EXCEEDED
+        cancelled.clear()
+        napping = client.unary(NAP, pb2.NapRequest(x=5000).SerializeToString())
+        client.pump(0.2)
+        client.reset(napping)
+        assert cancelled.wait(5)
+        stream_id = client.next_id
+        body = grpc_frame(pb2.NapRequest(x=5000).SerializeToString())
+        client.send(*client.request_headers(NAP), client.data_frame(stream_id, body, end_stream=True),
+                    client.reset_frame(stream_id))
+        _still_serves(client, pb2)
+        client.wait(lambda: len(wire._handlers) == 1, "the other tests' connections to be released", 5)
+        (handler,) = wire._handlers
+        client.wait(lambda: not handler._tasks and not handler._cancelled, "no task left", 2)

@@ -85,16 +85,22 @@ class WireHandler(grpclib.server.Handler):
     and releasable as soon as its connection closes."""
 
     def accept(self, stream: H2Stream, headers: Any, release_stream: Callable[[], Any]) -> None:
-        self.__gc_step__()
+        # No grpclib ``__gc_step__``: it rebuilt the task map every ten streams, O(streams in
+        # flight); here each task leaves the map as its stream is released (``finished``).
         self._tasks[stream] = self.loop.create_task(
             serve_request(self, cast(WireStream, stream), headers, release_stream)
         )
+
+    def finished(self, stream: H2Stream) -> None:
+        """``stream`` was released: its task is ending."""
+        self._tasks.pop(stream, None)
 
     def cancel(self, stream: H2Stream) -> None:
         task = self._tasks.pop(stream, None)
         if task is not None:
             task.cancel()
             self._cancelled.add(task)
+            task.add_done_callback(self._cancelled.discard)  # even if it never started
 
     def release(self) -> None:
         """Drop every task (and through them every stream and buffer) of a closed connection."""
@@ -112,11 +118,12 @@ class WireProcessor(EventsProcessor):
 
     def register(self, stream: H2Stream) -> Callable[[], None]:
         release = super().register(stream)
-        protocol = self.protocol
+        protocol, handler = self.protocol, cast(WireHandler, self.handler)
         protocol.idle_since = None
 
         def release_stream() -> None:
             release()
+            handler.finished(stream)
             protocol.stream_released()
 
         return release_stream
