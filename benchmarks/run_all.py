@@ -236,6 +236,11 @@ def carried_results(table: dict[str, Runner], keys: list[str], out_dir: Path) ->
 # --------------------------------------------------------------------------- driver
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (``--results-dir`` may be anywhere)."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def run_scenario(key: str, runner: Runner, plan: RunPlan, out_dir: Path, started: float, rerun_noisy: bool,
                  still_to_run: float) -> ScenarioResult:
     """Run one scenario; if it was noisy and time allows, once more, keeping the quieter attempt."""
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks.plots import draw
 
                 drawn = draw(res.key, res.title, res.rows, out_dir, time.strftime("%Y-%m-%d"))
-                plots += [str(p.relative_to(REPO_ROOT)) for p in drawn]
+                plots += [_shown(p) for p in drawn]
             except ImportError as exc:
                 print(f"## no plot for {key}: {exc} (install matplotlib, or pass --no-plots)", flush=True)
         verdicts = [c.verdict for c in res.checks if c.met is not None]
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for key, (res, *_) in carried.items():
             when = str(res.meta.get("measured_at", ""))[:10]
-            plots += [str(p.relative_to(REPO_ROOT)) for p in draw(key, res.title, res.rows, out_dir, when)]
+            plots += [_shown(p) for p in draw(key, res.title, res.rows, out_dir, when)]
     shown = [r for k in table for r in [*(x for x in results if x.key == k), *carried.get(k, [])] if r]
     shown += [r for r in results if r.key not in table]
     summary = summary_table(shown)
