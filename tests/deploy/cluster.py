@@ -251,7 +251,7 @@ class Nginx(Proxy):
         super().__init__(workdir)
         binary = nginx_binary()
         if binary is None:
-            raise AssertionError("nginx is not installed (CI installs it: apt-get install nginx)")
+            raise AssertionError("nginx is not installed (`nox -s deploy` installs it: apt-get install nginx)")
         prefix = workdir / "nginx"
         for sub in ("temp", "logs"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)
