@@ -4,8 +4,8 @@ The suite compares blazerpc with baselines; this compares *versions* (a change a
 code before it, from another checkout) or configurations, which is how each change's
 figures in ``benchmarks/README.md`` were measured. Every server is pinned to CPU 0 and the
 grpc.aio load to CPU 1; the windows alternate (A B, then B A), so a machine that drifts
-during the run moves every server alike. Reported per server: req/s and p50 per window,
-their medians, and the median server CPU per request.
+during the run moves every server alike. Reported per server: req/s, p50 and p99/p50 per
+window, their medians, and the median server CPU per request.
 
     python -m benchmarks.ab classify 64 6 \\
         "new=python -m blazerpc_core.cli serve benchmarks/apps/bench_app.py --port PORT --log-level WARNING" \\
@@ -42,6 +42,7 @@ class Server:
     port: int
     rps: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
+    tail: list[float] = field(default_factory=list)  # p99 / p50
     cpu_us: list[float] = field(default_factory=list)
 
 
@@ -65,6 +66,7 @@ def measure(server: Server, method: str, concurrency: int) -> None:
     calls = max(1.0, result.requests * (WINDOW + WARMUP) / WINDOW)  # the warm-up's calls used CPU too
     server.rps.append(result.requests / WINDOW)
     server.p50_ms.append(result.p50_ms)
+    server.tail.append(result.p99_ms / result.p50_ms if result.p50_ms else 0.0)
     server.cpu_us.append(used / calls * 1e6)
 
 
@@ -82,9 +84,10 @@ def main() -> None:
             for server in servers if repeat % 2 == 0 else servers[::-1]:
                 measure(server, args.method, args.concurrency)
         for server in servers:
-            windows = f"req/s {[round(x) for x in server.rps]} p50 ms {[round(x, 3) for x in server.p50_ms]}"
+            windows = (f"req/s {[round(x) for x in server.rps]} p50 ms {[round(x, 3) for x in server.p50_ms]} "
+                       f"p99/p50 {[round(x, 2) for x in server.tail]}")
             medians = (f"median req/s {statistics.median(server.rps):.0f}, "
-                       f"p50 {statistics.median(server.p50_ms):.3f} ms, "
+                       f"p50 {statistics.median(server.p50_ms):.3f} ms, p99/p50 {statistics.median(server.tail):.2f}, "
                        f"server CPU {statistics.median(server.cpu_us):.0f} us/request")
             print(f"{server.name}: {windows}; {medians}")
     finally:
