@@ -208,12 +208,13 @@ class Batcher:
     def _run_alone(self, args: Sequence[Any], rows: int, deadline: float | None) -> Any:
         """One request as a batch of its own, computed here: no queue, no future, no join, no loop turn."""
         invoker = self._invoker
-        if invoker.times.too_late(deadline, time.monotonic()):
+        if deadline is not None and invoker.times.too_late(deadline, time.monotonic()):
             raise invoker.late()
         self._events.batch_dispatched(self.spec, rows, 1)
         started = time.perf_counter()
         try:
-            result = invoker.call_sync(invoker.func, *args)
+            # Inline implies no ``enter`` (ModelInvoker.inline_budget), so the model is called directly.
+            result = invoker.func(*args) if invoker.enter is None else invoker.call_sync(invoker.func, *args)
             seconds = time.perf_counter() - started
             invoker.times.add(seconds)
             self.typical.add(seconds)

@@ -35,20 +35,14 @@ class BatchPlan:
 
     def rows(self, args: Sequence[Any]) -> int:
         """Rows in one request; INVALID_ARGUMENT unless every input has the same count."""
-        first_name, first_rows = "", -1
-        for (name, axis), value in zip(self.inputs, args, strict=True):
-            try:
-                rows = axis.rows(value)
-            except Exception:
-                raise InvalidArgument(
-                    f"input {name!r} of batched model {self.label} has no leading batch dimension"
-                ) from None
-            if first_rows < 0:
-                first_name, first_rows = name, rows
-            elif rows != first_rows:
+        inputs = self.inputs
+        first_rows = _rows_of(self.label, inputs[0], args[0])
+        for index in range(1, len(inputs)):
+            rows = _rows_of(self.label, inputs[index], args[index])
+            if rows != first_rows:
                 raise InvalidArgument(
                     f"model {self.label} is batched, so every input needs the same number of rows: "
-                    f"{first_name!r} has {first_rows}, {name!r} has {rows}"
+                    f"{inputs[0][0]!r} has {first_rows}, {inputs[index][0]!r} has {rows}"
                 )
         return first_rows
 
@@ -74,41 +68,51 @@ class BatchPlan:
         Raises an INTERNAL :class:`BlazeError` when an output's row count does not match the
         batch, since no request's share can be trusted then.
         """
-        if not self.outputs:
+        outputs = self.outputs
+        if not outputs:
             return [None] * len(sizes)
-        values = self._checked_outputs(result, sum(sizes))
-        if len(sizes) == 1:
-            return [self._outcome(values)]
+        total = sizes[0] if len(sizes) == 1 else sum(sizes)
+        record = self.output_record
+        if record is None:
+            # One output, the result itself: the common case, kept short (it runs per request).
+            self._check_rows(outputs[0], result, total)
+            if len(sizes) == 1:
+                return [_first_failure(result) or result]
+            values = [result]
+        else:
+            values = [getattr(result, name) for name, _ in outputs]
+            for output, value in zip(outputs, values, strict=True):
+                self._check_rows(output, value, total)
+            if len(sizes) == 1:
+                return [self._outcome(values)]
         pieces = [
             # A plain list also carries per-row results (and exceptions) for tensor outputs.
             _split_list(value, sizes) if isinstance(value, list) else axis.split(value, sizes)
-            for (_, axis), value in zip(self.outputs, values, strict=True)
+            for (_, axis), value in zip(outputs, values, strict=True)
         ]
         return [self._outcome([piece[index] for piece in pieces]) for index in range(len(sizes))]
 
-    def _checked_outputs(self, result: Any, total: int) -> list[Any]:
-        """Each output's value; INTERNAL unless every one has ``total`` rows."""
-        record = self.output_record
-        values = [result] if record is None else [getattr(result, name) for name, _ in self.outputs]
-        for (name, axis), value in zip(self.outputs, values, strict=True):
-            try:
-                rows: int | None = axis.rows(value)
-            except Exception:
-                rows = None
-            if rows != total:
-                got = f"{rows} rows" if rows is not None else f"a {type(value).__name__} without rows"
-                where = "its result" if record is None else f"output {name!r}"
-                raise BlazeError(
-                    f"batched model {self.label} returned {got} in {where} for a batch of {total} rows; "
-                    "a batched model must return one row per input row"
-                )
-        return values
+    def _check_rows(self, output: tuple[str, BatchAxis], value: Any, total: int) -> None:
+        """INTERNAL unless ``value`` (an output of the batch's result) has ``total`` rows."""
+        name, axis = output
+        try:
+            rows: int | None = axis.rows(value)
+        except Exception:
+            rows = None
+        if rows != total:
+            got = f"{rows} rows" if rows is not None else f"a {type(value).__name__} without rows"
+            where = "its result" if self.output_record is None else f"output {name!r}"
+            raise BlazeError(
+                f"batched model {self.label} returned {got} in {where} for a batch of {total} rows; "
+                "a batched model must return one row per input row"
+            )
 
     def _outcome(self, parts: list[Any]) -> Any:
         """One request's answer from its share of each output, or the exception found in its rows."""
-        failure = _first_failure(parts)
-        if failure is not None:
-            return failure
+        for part in parts:
+            failure = _first_failure(part)
+            if failure is not None:
+                return failure
         if self.output_record is not None:
             return self.output_record(**{n: p for (n, _), p in zip(self.outputs, parts, strict=True)})
         return parts[0]
@@ -122,13 +126,21 @@ def _split_list(value: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
     return out
 
 
-def _first_failure(parts: Sequence[Any]) -> BaseException | None:
-    for part in parts:
-        if isinstance(part, list):
-            for row in part:
-                if isinstance(row, BaseException):
-                    return row
+def _first_failure(part: Any) -> BaseException | None:
+    """The first exception among the rows of ``part`` (only a plain list can carry them)."""
+    if isinstance(part, list):
+        for row in part:
+            if isinstance(row, BaseException):
+                return row
     return None
+
+
+def _rows_of(label: str, field: tuple[str, BatchAxis], value: Any) -> int:
+    name, axis = field
+    try:
+        return axis.rows(value)
+    except Exception:
+        raise InvalidArgument(f"input {name!r} of batched model {label} has no leading batch dimension") from None
 
 
 def unbatchable_reason(spec: ModelSpec, inputs: Fields, outputs: Fields) -> str | None:
