@@ -31,7 +31,7 @@ from blazerpc_core.hooks import Hooks
 from blazerpc_core.method import CompiledModel, Schema
 from blazerpc_core.plugins import disabled_from_env, make_plugin_manager, plugin_name
 from blazerpc_core.registry import ModelRegistry
-from blazerpc_core.runtime.executor import Invoker, ModelPool, default_model_concurrency
+from blazerpc_core.runtime.executor import Invoker, ModelPool, auto_inline_budget, default_model_concurrency
 from blazerpc_core.runtime.plan import batch_plan
 from blazerpc_core.runtime.policy import Runner
 from blazerpc_core.schema.builder import Renumber, assemble_schema, compile_model
@@ -254,8 +254,10 @@ def _server(assembly: Assembly) -> BlazeServer:
 
     def make_runner(model: CompiledModel, loaded: Loaded) -> Runner:
         spec = model.spec
+        budget_us = settings.inline_budget_us  # None: the server measured its pool at start (measure_hop)
+        inline_budget = auto_inline_budget(pool) if budget_us is None else budget_us / 1e6
         invoker = Invoker(
-            loaded.func, is_async=spec.is_async, pool=pool, inline_budget=settings.inline_budget_us / 1e6,
+            loaded.func, is_async=spec.is_async, pool=pool, inline_budget=inline_budget,
             max_concurrency=concurrency, label=spec.label,
         )
         policy = hooks.batching_policy(spec, settings)

@@ -88,10 +88,10 @@ def serve_options() -> list[Any]:
         _option("--max-model-threads", env="MAX_MODEL_THREADS", type=click.IntRange(min=1), default=None,
                 help="Pool threads one model may use at once, so a stuck model never starves the others "
                      "[all but two of --max-threads]."),
-        _option("--inline-budget-us", env="INLINE_BUDGET_US", type=click.FloatRange(min=0), default=100.0,
-                show_default=True,
+        _option("--inline-budget-us", env="INLINE_BUDGET_US", type=click.FloatRange(min=0), default=None,
                 help="Sync models measured to finish well within this run on the event loop instead of "
-                     "the thread pool (0: always use the pool)."),
+                     "the thread pool (0: always use the pool) [100, or twice a thread hop's measured "
+                     "cost where that is more, up to 1000]."),
         *batching_options(),
         _option("--on-load-error", env="ON_LOAD_ERROR", type=click.Choice(["fail", "skip"]), default="fail",
                 show_default=True, help="A model that fails to load stops the start (fail) or is left out (skip)."),

@@ -75,8 +75,9 @@ class ServeSettings:
     max_workers: int | None = None
     #: Calls of one sync model that may use the thread pool at once (None: all but two threads).
     max_model_threads: int | None = None
-    #: Sync functions consistently faster than this run inline on the loop (0: never).
-    inline_budget_us: float = 100.0
+    #: Sync functions consistently faster than this run inline on the loop (0: never; None:
+    #: 100, or twice a thread hop's measured cost where that is more, up to 1,000).
+    inline_budget_us: float | None = None
     batching: BatchSettings = field(default_factory=BatchSettings)
     metrics_port: int | None = None
     tls_cert: str | None = None

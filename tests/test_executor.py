@@ -140,3 +140,38 @@ def test_a_model_slot_is_handed_to_the_next_waiting_call_in_order():
     assert [f.result(10) for f in futures] == [0, 1, 2, 3]
     assert ran == [0, 1, 2, 3]
     pool.shutdown()
+
+
+def test_the_default_inline_budget_is_twice_the_measured_hop_from_100_us_to_1_ms():
+    """A call goes inline when it costs less than the hop it avoids; slow hops (some VMs) raise the budget."""
+    import asyncio
+
+    from blazerpc_core.runtime.executor import auto_inline_budget, measure_hop
+
+    pool = ModelPool(2)
+    try:
+        assert pool.hop_seconds is None and auto_inline_budget(pool) == 100e-6  # not measured: the floor
+        hop = asyncio.run(measure_hop(pool))
+        assert 0 < hop < 0.1 and pool.hop_seconds == hop
+        assert auto_inline_budget(pool) == min(1e-3, max(100e-6, 2 * hop))
+        for measured, budget in ((10e-6, 100e-6), (160e-6, 320e-6), (5e-3, 1e-3)):
+            pool.hop_seconds = measured
+            assert auto_inline_budget(pool) == pytest.approx(budget)
+    finally:
+        pool.shutdown()
+
+
+def test_a_server_measures_its_pool_unless_the_budget_is_given(blazerpc_serve):
+    from blazerpc_core.runtime.executor import auto_inline_budget
+
+    def invokers(running):
+        return [entry.runner.invoker for entry in running.server.host.all_entries()]
+
+    measured = blazerpc_serve(_work_app([]))
+    pool = measured.server.context.pool
+    assert pool.hop_seconds is not None and pool.hop_seconds > 0
+    assert [i.inline_budget for i in invokers(measured)] == [auto_inline_budget(pool)]
+
+    given = blazerpc_serve(_work_app([]), inline_budget_us=250)
+    assert given.server.context.pool.hop_seconds is None  # nothing to measure: the operator chose
+    assert [i.inline_budget for i in invokers(given)] == [250e-6]

@@ -26,6 +26,7 @@ import grpclib.events
 from blazerpc_core.context import Health, ServerContext
 from blazerpc_core.errors import RegistrationError, StartupError
 from blazerpc_core.method import SERVICE_FULL_NAME, Schema
+from blazerpc_core.runtime.executor import ModelPool, measure_hop
 from blazerpc_core.server.calls import CallSteps
 from blazerpc_core.server.host import MODEL_HEALTH_PREFIX, ModelEntry, ModelHost, ModelState
 from blazerpc_core.server.routes import Route, gone_handler, routes_for
@@ -159,6 +160,9 @@ class BlazeServer:
             raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
         self.context.port = server.bound_port() or settings.port
         report = on_model or _log_model
+        pool = self.context.pool
+        if settings.inline_budget_us is None and isinstance(pool, ModelPool):
+            await measure_hop(pool)  # before any model loads: their inline budget depends on it
         try:
             await self.host.load_all(skip_failures=settings.on_load_error == "skip", report=report)
         except Exception as exc:
