@@ -142,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=400, help="calls per case and round")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON [results/client.json]")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
@@ -155,14 +156,14 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     print_table(rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "command": " ".join(["python -m benchmarks.bench_client", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "calls_per_round": args.calls, "rounds": args.rounds, "rows": rows,
     }, indent=2) + "\n")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    print(f"\nwritten to {args.out}")
 
 
 KINDS = ("raw", "async", "sync")

@@ -102,10 +102,12 @@ def scenario_oip(plan: RunPlan, out_dir: Path) -> ScenarioResult:
 
 def scenario_client(plan: RunPlan, out_dir: Path) -> ScenarioResult:
     """bench_client.py (a subprocess: it pins itself): the client's own cost per call over a bare grpclib call."""
-    argv = [sys.executable, "-m", "benchmarks.bench_client", "--rounds", str(plan.client_rounds), "--calls", "300"]
+    written = out_dir / "client.json"  # replaced by this scenario's own results afterwards
+    argv = [sys.executable, "-m", "benchmarks.bench_client", "--rounds", str(plan.client_rounds), "--calls", "300",
+            "--out", str(written.resolve())]
     with bench_lock():
         subprocess.run(argv, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
-    doc = json.loads((RESULTS_DIR / "client.json").read_text())
+    doc = json.loads(written.read_text())
     rows = [r | {"server": r["client"]} for r in doc["rows"]]
     checks = []
     for row in rows:
