@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 import urllib.error
@@ -143,11 +144,25 @@ def test_each_worker_serves_metrics_on_its_own_port(tmp_path: Path) -> None:
         "def add(a: float, b: float) -> float:\n"
         "    return a + b\n"
     )
-    base = free_port()
+    base = free_port_pair()
     with serve_cli(str(app), "--workers", "2", "--metrics-port", str(base)) as server:
         texts = [wait_for_metrics(base), wait_for_metrics(base + 1)]
         assert server.stop() == 0
     assert all("# TYPE blazerpc_requests_total counter" in text for text in texts)
+
+
+def free_port_pair() -> int:
+    """A port that is free with the next one, below the kernel's ephemeral range (32768 and up), so no
+    client connection of a test running beside this one takes the second port as its own in the meantime."""
+    for base in random.Random().sample(range(20000, 32000, 2), 200):
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", base))
+                second.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+            return base
+    raise AssertionError("no two consecutive free ports in 20000-32000")
 
 
 def wait_for_metrics(port: int, limit: float = 60) -> str:
