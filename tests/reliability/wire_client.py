@@ -288,7 +288,10 @@ class RawH2:
                 stream.ended = True
         elif isinstance(frame, RstStreamFrame):
             assert stream is not None
-            stream.reset = frame.error_code
+            # The first reset ends the stream and says why. h2 answers the request's DATA, when it
+            # arrives after that, with a second one (STREAM_CLOSED), which says nothing more.
+            if stream.reset is None:
+                stream.reset = frame.error_code
         elif isinstance(frame, WindowUpdateFrame):
             if frame.stream_id == 0:
                 self._send_window += frame.window_increment
