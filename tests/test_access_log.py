@@ -183,20 +183,23 @@ def test_direct_lines_only_when_nothing_else_would_see_the_record() -> None:
         handler.close()
 
 
+class StalledStream(io.StringIO):
+    """stderr piped to a reader that stopped: ``write`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writing.set()
+        assert self.release.wait(10)
+        return super().write(text)
+
+
 def test_a_slow_log_stream_never_holds_up_the_thread_that_logs() -> None:
     """Stderr piped to a stalled reader: queueing a line must not wait for the write in progress,
     batches still go out whole and in order, and one writer thread does it all (none per batch)."""
-
-    class StalledStream(io.StringIO):
-        def __init__(self) -> None:
-            super().__init__()
-            self.writing = threading.Event()
-            self.release = threading.Event()
-
-        def write(self, text: str) -> int:
-            self.writing.set()
-            assert self.release.wait(10)
-            return super().write(text)
 
     stream = StalledStream()
     handler = BatchedStreamHandler(interval=0.01)
@@ -228,6 +231,45 @@ def test_a_slow_log_stream_never_holds_up_the_thread_that_logs() -> None:
         handler.flush()
         assert stream.getvalue().splitlines()[-5:] == [f"later {n}" for n in range(5)]
         assert {t.ident for t in threading.enumerate() if t.name == "blazerpc-log-writer"} == before
+    finally:
+        stream.release.set()
+        handler.close()
+
+
+def test_a_stalled_log_stream_never_blocks_a_warning_or_a_flood_and_says_what_it_dropped() -> None:
+    """A log collector that stops reading stderr: queueing a WARNING (which hurries the writer) and
+    then far more lines than may wait returns at once each time; what does not fit is dropped, not
+    held in memory, and once the stream reads again a WARNING counts the dropped lines."""
+    stream = StalledStream()
+    handler = BatchedStreamHandler(interval=0.01, max_pending=10_200)
+    handler.setStream(stream)
+    handler.setFormatter(TextFormatter("%(message)s"))
+    try:
+        handler.write("first")
+        assert stream.writing.wait(10)  # the writer is stuck in write()
+        queued = threading.Event()
+        lines = [f"line {n:04d} " + "x" * 91 for n in range(1000)]  # 102 bytes each with the newline
+
+        def log_more() -> None:
+            handler.write("warn", logging.WARNING)
+            for line in lines:
+                handler.write(line)
+            queued.set()
+
+        threading.Thread(target=log_more, daemon=True).start()
+        assert queued.wait(5), "queueing a line waited for the stalled stream"
+        kept = (10_200 - len("warn\n")) // 102
+        stream.release.set()
+        deadline = time.monotonic() + 10
+        while "dropped" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue().splitlines() == [
+            "first", "warn", *lines[:kept],
+            f"dropped {1000 - kept} log lines: the log stream did not keep up and the server does not wait for it",
+        ]
+        handler.write("after")  # the stream reads again: lines are kept again
+        handler.flush()
+        assert stream.getvalue().splitlines()[-1] == "after"
     finally:
         stream.release.set()
         handler.close()

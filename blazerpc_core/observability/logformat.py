@@ -99,25 +99,34 @@ class JsonFormatter(logging.Formatter):
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes lines in batches: at most every ``interval`` seconds.
+    """A stream handler that writes lines in batches, from one writer thread, never making a caller wait.
 
-    The standard handler flushes after every record, a ``write`` system call per access-log
-    line, on the event loop. Here INFO and DEBUG lines wait (at most ``interval`` s, or
-    until 64 KiB are pending); a WARNING or worse goes out at once with everything before it.
+    The standard handler writes and flushes each record on the thread that logs: a
+    ``write`` system call per access-log line on the event loop, and an event loop frozen
+    for as long as stderr is (a full pipe, a log collector that stopped reading). Here a
+    line is only queued; one daemon thread writes the queue at most every ``interval``
+    seconds, at once for a WARNING or worse or when ``HURRY_AT`` bytes wait.
 
-    One daemon thread does the waiting and writing. Queueing a line only appends it under a
-    short lock: the lock is never held while the stream is written (a slow pipe would stall
-    the event loop behind it), and no thread is started per batch (starting one made the
-    loop wait for it).
+    When the stream does not keep up, at most ``max_pending`` bytes wait; later lines are
+    dropped, and once the stream takes lines again a WARNING says how many. A logging
+    call costs the same whatever the stream does. No thread is started per batch
+    (starting one made the loop wait for it).
     """
 
-    def __init__(self, interval: float = 0.2) -> None:
+    #: Queued bytes at which the writer goes without waiting out its interval.
+    HURRY_AT = 64 * 1024
+
+    def __init__(self, interval: float = 0.2, max_pending: int = 4 * 1024 * 1024) -> None:
         super().__init__()
         self._pending: list[str] = []
         self._size = 0
+        self._dropped = 0
         self._interval = interval
-        #: Set when lines wait and the writer should wake; the writer clears it.
+        self._max_pending = max_pending
+        #: Set when lines wait; the writer clears it.
         self._due = threading.Event()
+        #: Set when they should not wait out the interval.
+        self._hurry = threading.Event()
         #: Held while writing the stream, so batches go out whole and in order.
         self._writing = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -131,18 +140,22 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.write(line, record.levelno)
 
     def write(self, line: str, level: int = logging.INFO) -> None:
-        """Queue one formatted line (``level`` decides whether it waits)."""
+        """Queue one formatted line (``level`` decides whether it may wait); never blocks on the stream."""
         line += self.terminator
         with self.lock:  # type: ignore[union-attr]
+            if self._size + len(line) > self._max_pending:
+                self._dropped += 1
+                return
             first = not self._pending
             self._pending.append(line)
             self._size += len(line)
-            urgent = level >= logging.WARNING or self._size >= 65536
-            if first and not urgent and self._writer is None:
+            hurry = level >= logging.WARNING or self._size >= self.HURRY_AT
+            if self._writer is None:
                 self._writer = threading.Thread(target=self._write_batches, name="blazerpc-log-writer", daemon=True)
                 self._writer.start()
-        if urgent:
-            self.flush()
+        if hurry:
+            self._hurry.set()
+            self._due.set()
         elif first:
             self._due.set()
 
@@ -150,19 +163,35 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         while True:
             self._due.wait()
             self._due.clear()
-            time.sleep(self._interval)
+            self._hurry.wait(self._interval)
+            self._hurry.clear()
             self.flush()
 
     def flush(self) -> None:
+        """Write what waits, now, on the calling thread (the writer's; or logging's at exit)."""
         with self._writing:
             with self.lock:  # type: ignore[union-attr]
                 pending, self._pending, self._size = self._pending, [], 0
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                pending.append(self._dropped_line(dropped))
             if pending:
                 try:
                     self.stream.write("".join(pending))
                     self.stream.flush()
                 except (OSError, ValueError):  # the stream is gone (closed at exit): nothing to do
                     pass
+
+    def _dropped_line(self, dropped: int) -> str:
+        record = logging.makeLogRecord({
+            "name": "blazerpc.log", "levelno": logging.WARNING, "levelname": "WARNING",
+            "msg": "dropped %d log lines: the log stream did not keep up and the server does not wait for it",
+            "args": (dropped,),
+        })
+        try:
+            return self.format(record) + self.terminator
+        except Exception:
+            return record.getMessage() + self.terminator
 
 
 class DirectLine:
