@@ -149,7 +149,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             first = not self._pending
             self._pending.append(line)
             self._size += len(line)
-            hurry = level >= logging.WARNING or self._size >= self.HURRY_AT
+            # Once per crossing: while the writer is stalled, later lines need not set the events again.
+            hurry = level >= logging.WARNING or self._size >= self.HURRY_AT > self._size - len(line)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_batches, name="blazerpc-log-writer", daemon=True)
                 self._writer.start()
